@@ -1,0 +1,1 @@
+"""The reference Kedro project: thin wiring of kedro_edge nodes into pipelines."""

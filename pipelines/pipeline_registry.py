@@ -1,0 +1,15 @@
+"""Explicit registry: ``find_pipelines`` would look in ``pipelines.pipelines``."""
+
+from kedro.pipeline import Pipeline
+
+from pipelines import compression, training, validation
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    pipes = {
+        "training": training.create_pipeline(),
+        "compression": compression.create_pipeline(),
+        "validation": validation.create_pipeline(),
+    }
+    pipes["__default__"] = sum(pipes.values(), Pipeline([]))
+    return pipes

@@ -1,0 +1,19 @@
+"""Training pipeline: raw images -> seeded splits -> FP32 teacher."""
+
+from kedro.pipeline import Pipeline, node
+
+from kedro_edge import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            node(nodes.split_dataset, ["raw_images", "params:data"], "model_input", name="split_dataset"),
+            node(
+                nodes.train_teacher,
+                ["model_input", "params:model", "params:training"],
+                "teacher_module",
+                name="train_teacher",
+            ),
+        ]
+    )

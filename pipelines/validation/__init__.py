@@ -1,0 +1,32 @@
+"""Validation pipeline: every artifact through ONNX Runtime, a plot, then the gates."""
+
+from kedro.pipeline import Pipeline, node
+
+from kedro_edge import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            node(
+                nodes.evaluate_models,
+                [
+                    "teacher_module",
+                    "pruned_module",
+                    "student_module",
+                    "teacher_onnx",
+                    "model_onnx",
+                    "model_input",
+                    "params:compression",
+                    "params:validation",
+                ],
+                "compression_metrics",
+                name="evaluate_models",
+            ),
+            node(nodes.plot_compression, "compression_metrics", "compression_plot", name="plot_compression"),
+            # the plot is an input only so that the gates run after every figure is saved
+            node(
+                nodes.enforce_gates, ["compression_metrics", "compression_plot"], None, name="enforce_gates"
+            ),
+        ]
+    )

@@ -1,0 +1,60 @@
+"""Knowledge distillation: the student learns the teacher's soft targets (Hinton et al., 2015).
+
+    loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+         + (1 - alpha) * CE(student, labels)
+
+The T^2 factor keeps the soft term's gradients on the scale of the hard term's as T grows.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kedro_edge.config import DistillParams, TrainParams
+from kedro_edge.data import Splits
+from kedro_edge.training import FitResult, fit
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
+    """The documented loss above, batch-mean."""
+    soft = F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=1),
+        F.log_softmax(teacher_logits / temperature, dim=1),
+        log_target=True,
+        reduction="batchmean",
+    )
+    hard = F.cross_entropy(student_logits, labels)
+    return alpha * temperature**2 * soft + (1 - alpha) * hard
+
+
+def distill(
+    student: nn.Module, teacher: nn.Module, splits: Splits, cfg: DistillParams, train: TrainParams
+) -> FitResult:
+    """Train ``student`` in place against the frozen ``teacher``'s soft targets."""
+    teacher.eval()
+
+    def loss_fn(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            targets = teacher(inputs)
+        return distillation_loss(logits, targets, labels, cfg.temperature, cfg.alpha)
+
+    return fit(
+        student,
+        splits,
+        epochs=cfg.epochs,
+        batch_size=train.batch_size,
+        lr=cfg.lr,
+        weight_decay=train.weight_decay,
+        patience=cfg.patience,
+        seed=train.seed,
+        loss_fn=loss_fn,
+        description="distill",
+    )

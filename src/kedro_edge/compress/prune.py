@@ -1,0 +1,187 @@
+"""Pruning: structured (channels physically removed, Torch-Pruning's DepGraph) or unstructured.
+
+Structured pruning is what makes a model smaller and faster: DepGraph finds every layer
+coupled to a channel (BatchNorm, the other side of a residual addition, the next conv's
+inputs) and removes it everywhere at once. Unstructured magnitude pruning only zeroes
+weights: the dense ONNX file and its latency do not change unless a sparse format and
+sparse kernels follow. It is here for comparison and for users who have such a runtime.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from kedro_edge.config import PruneParams, TrainParams
+from kedro_edge.data import Splits, batches
+from kedro_edge.training import accuracy, fit
+
+# Importance criteria by parameter name (compression.prune.importance).
+IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
+    "l1": lambda: tp.importance.MagnitudeImportance(p=1),
+    "l2": lambda: tp.importance.MagnitudeImportance(p=2),
+    "taylor": lambda: tp.importance.TaylorImportance(),
+    "random": lambda: tp.importance.RandomImportance(),
+}
+
+
+@dataclass(frozen=True)
+class Footprint:
+    macs: int
+    params: int
+
+
+def footprint(model: nn.Module, example: torch.Tensor) -> Footprint:
+    """MACs and parameter count of ``model`` for one ``example`` input."""
+    was_training = model.training
+    macs, params = tp.utils.count_ops_and_params(model.eval(), example)
+    model.train(was_training)
+    return Footprint(int(macs), int(params))
+
+
+def output_layers(model: nn.Module) -> list[nn.Module]:
+    """The last Linear/Conv layer: its outputs are the classes and must keep their number."""
+    prunable = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    return prunable[-1:]
+
+
+def _pruner(model: nn.Module, example: torch.Tensor, cfg: PruneParams, ratio: float) -> tp.pruner.BasePruner:
+    return tp.pruner.BasePruner(
+        model,
+        example,
+        importance=IMPORTANCES[cfg.importance](),
+        pruning_ratio=ratio,
+        iterative_steps=cfg.steps,
+        ignored_layers=output_layers(model),
+        global_pruning=cfg.global_pruning,
+        round_to=cfg.round_to,
+    )
+
+
+def ratio_for_target_macs(model: nn.Module, example: torch.Tensor, cfg: PruneParams) -> float:
+    """Smallest channel ratio whose one-shot L2 pruning keeps at most ``cfg.target_macs`` of the MACs."""
+    goal = footprint(model, example).macs * cfg.target_macs
+    low, high = 0.0, 0.95
+    for _ in range(12):
+        mid = (low + high) / 2
+        trial = copy.deepcopy(model)
+        probe = cfg.model_copy(update={"steps": 1, "importance": "l2"})
+        _pruner(trial, example, probe, mid).step()
+        if footprint(trial, example).macs <= goal:
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def _accumulate_gradients(model: nn.Module, splits: Splits, batch_size: int, n_batches: int = 4) -> None:
+    """Taylor importance needs d(loss)/d(weight) on training data."""
+    model.zero_grad()
+    model.train()
+    for i, (xb, yb) in enumerate(batches(splits.x("train"), splits.y("train"), batch_size, True)):
+        if i == n_batches:
+            break
+        F.cross_entropy(model(xb), yb).backward()
+
+
+def structured_prune(
+    teacher: nn.Module, splits: Splits, cfg: PruneParams, train: TrainParams
+) -> tuple[nn.Module, dict]:
+    """Remove channels in ``cfg.steps`` steps with fine-tuning after each; return the student and a report."""
+    model = copy.deepcopy(teacher)
+    example = splits.example()
+    before = footprint(model, example)
+    ratio = cfg.ratio if cfg.ratio is not None else ratio_for_target_macs(model, example, cfg)
+    pruner = _pruner(model, example, cfg, ratio)
+    steps = []
+    for step in range(cfg.steps):
+        if cfg.importance == "taylor":
+            _accumulate_gradients(model, splits, train.batch_size)
+        pruner.step()
+        model.zero_grad(set_to_none=True)
+        if cfg.finetune_epochs:
+            fit(
+                model,
+                splits,
+                epochs=cfg.finetune_epochs,
+                batch_size=train.batch_size,
+                lr=cfg.lr,
+                weight_decay=train.weight_decay,
+                seed=train.seed + step,
+                description=f"prune step {step + 1}/{cfg.steps}",
+            )
+        now = footprint(model, example)
+        steps.append(
+            {
+                "step": step + 1,
+                **asdict(now),
+                "val_accuracy": accuracy(model, splits.x("val"), splits.y("val")),
+            }
+        )
+    after = footprint(model, example)
+    report = {
+        "method": "structured",
+        "importance": cfg.importance,
+        "channel_ratio": ratio,
+        "before": asdict(before),
+        "after": asdict(after),
+        "macs_reduction": before.macs / after.macs,
+        "steps": steps,
+    }
+    return model.eval(), report
+
+
+def unstructured_prune(
+    teacher: nn.Module, splits: Splits, cfg: PruneParams, train: TrainParams
+) -> tuple[nn.Module, dict]:
+    """Zero the smallest ``cfg.ratio`` of all conv/linear weights (global L1), fine-tune, make permanent.
+
+    Shrinks nothing by itself: the tensors keep their shapes, so the ONNX file and the
+    latency stay those of the dense model.
+    """
+    model = copy.deepcopy(teacher)
+    example = splits.example()
+    targets = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=cfg.ratio)
+    if cfg.finetune_epochs:
+        fit(
+            model,
+            splits,
+            epochs=cfg.finetune_epochs,
+            batch_size=train.batch_size,
+            lr=cfg.lr,
+            weight_decay=train.weight_decay,
+            seed=train.seed,
+            description="unstructured fine-tune",
+        )
+    for module, name in targets:
+        torch_prune.remove(module, name)
+    zeros = sum(int((m.weight == 0).sum()) for m, _ in targets)
+    total = sum(m.weight.numel() for m, _ in targets)
+    fp = footprint(model, example)
+    report = {
+        "method": "unstructured",
+        "sparsity": zeros / total,
+        "before": asdict(footprint(teacher, example)),
+        "after": asdict(fp),
+        "note": "weights zeroed, shapes unchanged: no smaller or faster without sparse storage",
+    }
+    return model.eval(), report
+
+
+PRUNERS = {"structured": structured_prune, "unstructured": unstructured_prune}
+
+
+def prune(teacher: nn.Module, splits: Splits, cfg: PruneParams, train: TrainParams) -> tuple[nn.Module, dict]:
+    """Run the pruning method named by ``cfg.method``; disabled pruning returns a copy."""
+    if not cfg.enabled:
+        fp = asdict(footprint(teacher, splits.example()))
+        return copy.deepcopy(teacher).eval(), {"method": "none", "before": fp, "after": fp}
+    return PRUNERS[cfg.method](teacher, splits, cfg, train)

@@ -1,0 +1,131 @@
+"""Image classification data: checks, the bundled default, splits and batches.
+
+Arrays travel as ``images`` (N, C, H, W) float32 in [0, 1]-ish and ``labels`` (N,) int64.
+Every loader calls ``check_arrays`` so bad input fails where it enters, naming its source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
+
+from kedro_edge.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+def check_arrays(images: np.ndarray, labels: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(images, labels)`` as (N, C, H, W) float32 and (N,) int64, or raise ``DataError``.
+
+    Accepts (N, H, W), (N, C, H, W) with C in 1..4, and (N, H, W, C); integer images are
+    scaled by 1/255.
+    """
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.dtype.kind not in "uif" or images.dtype.kind == "b":
+        raise DataError(f"{source}: 'images' must be numeric, got dtype {images.dtype}")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(
+            f"{source}: 'labels' must be 1-D integers, got dtype {labels.dtype} shape {labels.shape}"
+        )
+    if images.ndim == 3:
+        images = images[:, None]
+    elif images.ndim == 4 and images.shape[1] not in (1, 2, 3, 4) and images.shape[-1] in (1, 3, 4):
+        images = np.moveaxis(images, -1, 1)
+    if images.ndim != 4 or images.shape[1] > 4:
+        raise DataError(
+            f"{source}: 'images' must be (N, H, W), (N, C, H, W) or (N, H, W, C), got shape {images.shape}"
+        )
+    if len(images) != len(labels):
+        raise DataError(f"{source}: {len(images)} images but {len(labels)} labels")
+    if len(labels) < 10:
+        raise DataError(f"{source}: only {len(labels)} samples; need at least 10")
+    if images.dtype.kind == "f" and not np.isfinite(images).all():
+        raise DataError(f"{source}: 'images' contains NaN or infinite values")
+    if labels.min() < 0 or len(np.unique(labels)) < 2:
+        raise DataError(f"{source}: 'labels' must be non-negative class ids of at least 2 classes")
+    scale = 1 / 255 if images.dtype.kind in "iu" else 1.0
+    return (images * scale).astype(np.float32), labels.astype(np.int64)
+
+
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes; no download)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return (bunch.images / 16.0).astype(np.float32), bunch.target.astype(np.int64)
+
+
+def split_arrays(
+    images: np.ndarray,
+    labels: np.ndarray,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    image_size: int | None,
+) -> dict[str, np.ndarray]:
+    """Stratified train/val/test split with a fixed seed, optionally resized to a square size."""
+    if image_size is not None and images.shape[-2:] != (image_size, image_size):
+        images = F.interpolate(
+            torch.from_numpy(images),
+            size=(image_size, image_size),
+            mode="bilinear",
+            align_corners=False,
+        ).numpy()
+    idx = np.arange(len(labels))
+    stratify = labels if np.bincount(labels).min() >= 3 else None
+    rest, test = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=stratify)
+    val_share = val_fraction / (1 - test_fraction)
+    rest_strat = labels[rest] if stratify is not None else None
+    train, val = train_test_split(rest, test_size=val_share, random_state=seed, stratify=rest_strat)
+    out = {}
+    for name, part in zip(SPLITS, (train, val, test), strict=True):
+        out[f"x_{name}"] = np.ascontiguousarray(images[part])
+        out[f"y_{name}"] = labels[part]
+    return out
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The model input: train/val/test arrays plus what models need to know about them."""
+
+    arrays: dict[str, np.ndarray]
+
+    def x(self, split: str) -> np.ndarray:
+        return self.arrays[f"x_{split}"]
+
+    def y(self, split: str) -> np.ndarray:
+        return self.arrays[f"y_{split}"]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One sample's shape with a batch axis of 1, e.g. (1, 1, 32, 32)."""
+        return (1, *self.x("train").shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.y(s).max() for s in SPLITS)) + 1
+
+    def example(self) -> torch.Tensor:
+        return torch.from_numpy(self.x("train")[:1])
+
+
+def batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield tensor mini-batches; a seeded permutation when shuffling, so runs repeat."""
+    order = np.random.default_rng(seed).permutation(len(y)) if shuffle else np.arange(len(y))
+    for start in range(0, len(y), batch_size):
+        part = order[start : start + batch_size]
+        yield torch.from_numpy(x[part]), torch.from_numpy(y[part])
+
+
+def calibration_samples(splits: Splits, n: int, seed: int = 0) -> np.ndarray:
+    """A fixed, seeded subset of the training images for quantization calibration."""
+    x = splits.x("train")
+    pick = np.random.default_rng(seed).choice(len(x), size=min(n, len(x)), replace=False)
+    return x[np.sort(pick)]

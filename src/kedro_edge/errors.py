@@ -1,0 +1,27 @@
+"""The one error hierarchy of kedro-edge.
+
+Every error a user can cause (bad parameters, bad data, a refused gate) is a
+``KedroEdgeError`` whose message is one line naming the key, file or device; ``hooks``
+prints exactly that line instead of a traceback.
+"""
+
+from kedro.io import DatasetError
+
+
+class KedroEdgeError(Exception):
+    """Base class: a user-facing failure with a one-line message."""
+
+
+class ConfigError(KedroEdgeError, ValueError):
+    """A parameter or configuration key is missing, unknown or out of range."""
+
+
+class DataError(KedroEdgeError, DatasetError):
+    """A data file is missing, unreadable, or holds arrays of the wrong shape or dtype.
+
+    It is a ``DatasetError`` too, so Kedro re-raises it from a dataset's ``load`` unchanged.
+    """
+
+
+class GateError(KedroEdgeError):
+    """A release gate refused the artifact; the figures were written before this is raised."""

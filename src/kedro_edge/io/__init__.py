@@ -1,0 +1,19 @@
+"""Kedro datasets for kedro-edge artifacts; every save goes to a temporary name, then is renamed.
+
+Local files only: a crash mid-write leaves the previous good artifact in place.
+"""
+
+from kedro_edge.io.arrays import DigitsDataset, ImageFolderDataset, ImageNpzDataset, NpzDataset
+from kedro_edge.io.models import OnnxModelDataset, TorchModuleDataset
+from kedro_edge.io.reports import JsonDataset, PngDataset
+
+__all__ = [
+    "DigitsDataset",
+    "ImageFolderDataset",
+    "ImageNpzDataset",
+    "JsonDataset",
+    "NpzDataset",
+    "OnnxModelDataset",
+    "PngDataset",
+    "TorchModuleDataset",
+]

@@ -1,0 +1,116 @@
+"""Datasets for images and labels: the bundled digits, ``.npz`` files and image folders.
+
+The raw loaders return ``{"images": (N, C, H, W) float32, "labels": (N,) int64}``, already
+checked by ``kedro_edge.data.check_arrays`` so bad input fails where it enters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kedro.io import AbstractDataset
+
+from kedro_edge.data import check_arrays, load_digits_arrays
+from kedro_edge.errors import DataError
+from kedro_edge.io.atomic import FileDataset
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+class NpzDataset(FileDataset):
+    """A dict of named numpy arrays in one ``.npz`` file (no pickled objects)."""
+
+    def _read(self, path: Path) -> dict[str, np.ndarray]:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+
+    def _write(self, data: dict[str, np.ndarray], path: Path) -> None:
+        with open(path, "wb") as fh:  # a file handle: np.savez would append ".npz" to a name
+            np.savez(fh, **data)
+
+
+class ImageNpzDataset(NpzDataset):
+    """Your own data: a ``.npz`` with an images array and an integer labels array (read-only)."""
+
+    def __init__(
+        self,
+        filepath: str,
+        images_key: str = "images",
+        labels_key: str = "labels",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(filepath, metadata)
+        self._keys = (images_key, labels_key)
+
+    def _read(self, path: Path) -> dict[str, np.ndarray]:
+        arrays = super()._read(path)
+        missing = [k for k in self._keys if k not in arrays]
+        if missing:
+            raise DataError(f"{path}: no array named '{missing[0]}' (has: {', '.join(arrays) or 'none'})")
+        images, labels = check_arrays(arrays[self._keys[0]], arrays[self._keys[1]], str(path))
+        return {"images": images, "labels": labels}
+
+    def save(self, data: Any) -> None:
+        raise DataError(f"{self._filepath}: ImageNpzDataset is read-only (raw data)")
+
+
+class DigitsDataset(AbstractDataset):
+    """scikit-learn's bundled 8x8 handwritten digits: the default data, shipped with the package."""
+
+    def __init__(self, metadata: dict[str, Any] | None = None) -> None:
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"source": "sklearn.datasets.load_digits"}
+
+    def load(self) -> dict[str, np.ndarray]:
+        images, labels = check_arrays(*load_digits_arrays(), "sklearn digits")
+        return {"images": images, "labels": labels}
+
+    def save(self, data: Any) -> None:
+        raise DataError("DigitsDataset is read-only (bundled data)")
+
+
+class ImageFolderDataset(AbstractDataset):
+    """``<path>/<class name>/<image>``: one folder per class, sorted names give the class ids.
+
+    Images are converted to ``mode`` ("L" grayscale or "RGB") and resized to ``size`` pixels
+    square, so a folder of mixed sizes loads as one array.
+    """
+
+    def __init__(
+        self, path: str, size: int = 32, mode: str = "L", metadata: dict[str, Any] | None = None
+    ) -> None:
+        self._path, self._size, self._mode = Path(path), size, mode
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "size": self._size, "mode": self._mode}
+
+    def load(self) -> dict[str, np.ndarray]:
+        from PIL import Image
+
+        if not self._path.is_dir():
+            raise DataError(f"{self._path}: image folder not found")
+        classes = sorted(p.name for p in self._path.iterdir() if p.is_dir())
+        images, labels = [], []
+        for label, name in enumerate(classes):
+            for file in sorted((self._path / name).iterdir()):
+                if file.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                try:
+                    with Image.open(file) as img:
+                        img = img.convert(self._mode).resize((self._size, self._size))
+                        images.append(np.asarray(img, dtype=np.uint8))
+                except OSError as exc:
+                    raise DataError(f"{file}: not a readable image ({exc})") from None
+                labels.append(label)
+        if not images:
+            raise DataError(f"{self._path}: no images in class folders")
+        images_arr, labels_arr = check_arrays(np.stack(images), np.asarray(labels), str(self._path))
+        return {"images": images_arr, "labels": labels_arr}
+
+    def save(self, data: Any) -> None:
+        raise DataError(f"{self._path}: ImageFolderDataset is read-only (raw data)")

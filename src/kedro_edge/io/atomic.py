@@ -1,0 +1,67 @@
+"""Write-then-rename, and the small base class all file datasets here share."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset
+
+from kedro_edge.errors import DataError
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    A failure or a kill before the rename leaves ``path`` as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a finished artifact gets the usual mode
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class FileDataset(AbstractDataset):
+    """A local file: ``_read``/``_write`` in subclasses; atomic saves, clear errors on load."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def load(self) -> Any:
+        if not self._filepath.is_file():
+            raise DataError(f"{self._filepath}: file not found")
+        try:
+            return self._read(self._filepath)
+        except DataError:
+            raise
+        except Exception as exc:  # a corrupt file: say which one, in one line
+            raise DataError(f"{self._filepath}: cannot read ({type(exc).__name__}: {exc})") from None
+
+    def save(self, data: Any) -> None:
+        atomic_write(self._filepath, lambda tmp: self._write(data, tmp))
+
+    def _read(self, path: Path) -> Any:
+        raise NotImplementedError
+
+    def _write(self, data: Any, path: Path) -> None:
+        raise NotImplementedError

@@ -1,0 +1,101 @@
+"""One training loop for every stage that trains: teacher, pruning fine-tune, distillation.
+
+Seeded (same seed, same weights), early stopping on validation accuracy with the best
+weights restored, and a rich progress bar per call.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kedro_edge.data import Splits, batches
+from kedro_edge.progress import progress_bar
+
+# (student logits, labels, inputs) -> scalar loss
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels)
+
+
+@dataclass
+class FitResult:
+    best_val_accuracy: float
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits of ``model`` (eval mode) for ``x``, batched."""
+    model.eval()
+    out = [model(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    return float((predict(model, x).argmax(1) == y).mean())
+
+
+def _score(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(accuracy, -loss): higher is better; the loss breaks ties once accuracy saturates."""
+    logits = torch.from_numpy(predict(model, x))
+    loss = F.cross_entropy(logits, torch.from_numpy(y)).item()
+    return float((logits.argmax(1).numpy() == y).mean()), -loss
+
+
+def fit(
+    model: nn.Module,
+    splits: Splits,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    patience: int | None = None,
+    seed: int = 0,
+    loss_fn: LossFn = cross_entropy,
+    description: str = "train",
+) -> FitResult:
+    """Train ``model`` in place (AdamW, cosine schedule); keep the best-validation weights."""
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    x_val, y_val = splits.x("val"), splits.y("val")
+    best, best_state, stale = _score(model, x_val, y_val), copy.deepcopy(model.state_dict()), 0
+    result = FitResult(best_val_accuracy=best[0], epochs_run=0)
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=epochs, status=f"val {best[0]:.3f}")
+        for epoch in range(epochs):
+            model.train()
+            losses = []
+            for xb, yb in batches(splits.x("train"), splits.y("train"), batch_size, True, seed + epoch):
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(xb), yb, xb)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            sched.step()
+            score = _score(model, x_val, y_val)
+            val_acc = score[0]
+            result.history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_accuracy": val_acc})
+            result.epochs_run = epoch + 1
+            if score > best:
+                best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+            else:
+                stale += 1
+            bar.update(task, advance=1, status=f"loss {np.mean(losses):.3f} val {val_acc:.3f}")
+            if patience is not None and stale >= patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    result.best_val_accuracy = best[0]
+    return result

@@ -1,0 +1,201 @@
+"""End to end: `kedro run` in a temporary copy of the project, on a tiny configuration.
+
+Runs the real CLI in a subprocess, so exit codes and what the user reads are tested too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY = {
+    "parameters_training.yml": {
+        "data": {"seed": 1, "val_fraction": 0.15, "test_fraction": 0.2, "image_size": None},
+        "model": {"class_path": "kedro_edge.models.ResidualCNN", "kwargs": {"widths": [16, 32]}},
+        "training": {"epochs": 3, "batch_size": 64, "lr": 0.01, "patience": 3},
+    },
+    "parameters_compression.yml": {
+        "compression": {
+            "prune": {"ratio": 0.5, "steps": 1, "finetune_epochs": 1},
+            "quantize": {"calibration_samples": 64},
+            "distill": {"epochs": 1},
+        }
+    },
+    "parameters_validation.yml": {
+        "validation": {
+            "latency": {"warmup": 2, "min_runs": 10, "min_seconds": 0},
+            "gates": {"max_accuracy_drop": None, "min_size_reduction": 1.0, "min_agreement": None},
+        }
+    },
+}
+
+
+def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "kedro", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of the project (code is the installed package) that has run `kedro run` once."""
+    dest = tmp_path_factory.mktemp("project")
+    for name in ("pyproject.toml", ".telemetry", "devices.yml"):
+        shutil.copy(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "pipelines", dest / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "conf" / "base", dest / "conf" / "base")
+    (dest / "conf" / "local").mkdir()
+    for name, params in TINY.items():
+        (dest / "conf" / "base" / name).write_text(yaml.safe_dump(params))
+    result = kedro(dest, "run")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return dest
+
+
+def test_run_leaves_the_artifact_contract(project):
+    models, reports = project / "data" / "06_models", project / "data" / "08_reporting"
+    for name in ("teacher.onnx", "model.onnx", "teacher.pt", "pruned.pt", "student.pt"):
+        assert (models / name).stat().st_size > 0, name
+    assert (reports / "compression.png").read_bytes()[:4] == b"\x89PNG"
+
+    metrics = json.loads((reports / "compression_metrics.json").read_text())
+    assert list(metrics["stages"]) == ["teacher", "pruned", "distilled", "int8"]
+    assert metrics["final_stage"] == "int8"
+    for figures in metrics["stages"].values():
+        for key in ("accuracy", "size_bytes", "params", "macs", "latency_p50_ms", "latency_p90_ms"):
+            assert figures[key] > 0, key
+    stages = metrics["stages"]
+    assert stages["pruned"]["macs"] < 0.5 * stages["teacher"]["macs"]
+    assert stages["int8"]["size_bytes"] < stages["pruned"]["size_bytes"]
+    assert stages["int8"]["size_bytes"] == (models / "model.onnx").stat().st_size
+    assert {g["gate"] for g in metrics["gates"]} == {"min_size_reduction"}
+    assert metrics["passed"] is True
+
+    int8 = onnx.load(models / "model.onnx")
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in int8.graph.node}
+    onnx.checker.check_model(int8, full_check=True)
+
+
+def test_pipelines_run_separately(project):
+    before = sha(project / "data" / "06_models" / "teacher.pt")
+    result = kedro(project, "run", "--pipelines", "validation")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sha(project / "data" / "06_models" / "teacher.pt") == before  # training did not re-run
+
+
+def _fails_in_one_line(result: subprocess.CompletedProcess, *needles: str) -> str:
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kedro-edge: error: "), result.stderr[-2000:]
+    for needle in needles:
+        assert needle in last, last
+    assert "Traceback" not in result.stderr
+    return last
+
+
+@pytest.mark.parametrize(
+    ("params", "needles"),
+    [
+        ("compression.prune.ratoi=0.5", ["unknown parameter key 'compression.prune.ratoi'"]),
+        ("compression.prune.ratio=1.5", ["parameters_compression.yml", "'compression.prune.ratio'"]),
+        ("training.epochs=0", ["'training.epochs'", "greater than or equal to 1"]),
+        ("model.class_path=nowhere.Model", ["'model.class_path'", "cannot import 'nowhere.Model'"]),
+    ],
+)
+def test_bad_parameters_fail_in_one_line_and_keep_the_model(project, params, needles):
+    model = project / "data" / "06_models" / "model.onnx"
+    before = sha(model)
+    _fails_in_one_line(kedro(project, "run", "--params", params), *needles)
+    assert sha(model) == before
+
+
+def _with_raw_data(project: Path, filepath: str):
+    catalog = {"raw_images": {"type": "kedro_edge.io.ImageNpzDataset", "filepath": filepath}}
+    (project / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump(catalog))
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (None, "file not found"),
+        (b"PK\x03\x04 truncated zip", "cannot read"),
+        (
+            {"images": np.zeros((40, 8, 8)), "labels": np.zeros(40, np.float32)},
+            "'labels' must be 1-D integers",
+        ),
+        ({"images": np.zeros((40, 8)), "labels": np.arange(40) % 4}, "'images' must be (N, H, W)"),
+        ({"images": np.full((40, 8, 8), np.nan), "labels": np.arange(40) % 4}, "NaN"),
+        ({"pictures": np.zeros((40, 8, 8)), "labels": np.arange(40) % 4}, "no array named 'images'"),
+    ],
+)
+def test_bad_data_files_fail_in_one_line_naming_the_file(project, content, needle):
+    raw = project / "data" / "01_raw" / "mine.npz"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.unlink(missing_ok=True)
+    if isinstance(content, bytes):
+        raw.write_bytes(content)
+    elif content is not None:
+        np.savez(raw, **content)
+    splits = project / "data" / "05_model_input" / "splits.npz"
+    before = sha(splits)
+    _with_raw_data(project, "data/01_raw/mine.npz")
+    try:
+        _fails_in_one_line(kedro(project, "run", "--pipelines", "training"), "data/01_raw/mine.npz", needle)
+    finally:
+        (project / "conf" / "local" / "catalog.yml").unlink()
+    assert sha(splits) == before
+
+
+def test_own_npz_data_runs_through_the_catalog(project):
+    rng = np.random.default_rng(0)
+    labels = np.arange(120) % 3
+    images = (rng.random((120, 10, 10)) * 60 + labels[:, None, None] * 80).astype(np.uint8)
+    raw = project / "data" / "01_raw" / "own.npz"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(raw, images=images, labels=labels)
+    splits = project / "data" / "05_model_input" / "splits.npz"
+    digits = splits.read_bytes()  # the other tests run on the digits splits
+    _with_raw_data(project, "data/01_raw/own.npz")
+    try:
+        result = kedro(project, "run", "--to-nodes", "split_dataset")
+        assert result.returncode == 0, result.stderr[-2000:]
+        with np.load(splits) as npz:
+            assert npz["x_train"].shape[1:] == (1, 10, 10)
+            assert set(npz["y_test"]) == {0, 1, 2}
+    finally:
+        (project / "conf" / "local" / "catalog.yml").unlink()
+        splits.write_bytes(digits)
+
+
+def test_a_refused_gate_fails_after_writing_the_figures(project):
+    reports = project / "data" / "08_reporting"
+    (reports / "compression.png").unlink()
+    result = kedro(
+        project, "run", "--pipelines", "validation", "--params", "validation.gates.min_size_reduction=1000"
+    )
+    _fails_in_one_line(result, "gate 'min_size_reduction' refused model.onnx")
+    metrics = json.loads((reports / "compression_metrics.json").read_text())
+    assert metrics["passed"] is False
+    assert (reports / "compression.png").exists()

@@ -1,0 +1,35 @@
+import numpy as np
+
+from kedro_edge.config import LatencyParams
+from kedro_edge.evaluate import agreement, evaluate_stage, latency_ms, session
+from kedro_edge.export import to_onnx
+
+FEW = LatencyParams(warmup=2, min_runs=15, min_seconds=0)
+
+
+def test_stage_figures_come_from_onnx_runtime(teacher, splits):
+    model = to_onnx(teacher, splits.input_shape)
+    figures = evaluate_stage(model, teacher, splits, FEW)
+    assert figures["size_bytes"] == len(model.SerializeToString())
+    assert figures["params"] == sum(p.numel() for p in teacher.parameters())
+    assert figures["macs"] > figures["params"]
+    assert 0 < figures["latency_p50_ms"] <= figures["latency_p90_ms"]
+    assert figures["latency_runs"] >= 15
+    assert figures["torch_vs_onnx"]["top1_agreement"] == 1.0
+    assert figures["torch_vs_onnx"]["max_abs_diff"] < 1e-3
+    assert 0.5 < figures["accuracy"] <= 1.0
+
+
+def test_latency_runs_until_count_and_duration(teacher, splits):
+    sess = session(to_onnx(teacher, splits.input_shape))
+    assert (
+        len(latency_ms(sess, splits.x("test")[:3], LatencyParams(warmup=1, min_runs=40, min_seconds=0))) == 40
+    )
+    timed = latency_ms(sess, splits.x("test")[:3], LatencyParams(warmup=1, min_runs=1, min_seconds=0.2))
+    assert timed.sum() > 0 and len(timed) > 1
+
+
+def test_agreement_counts_top1_and_max_difference():
+    a = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0]])
+    b = np.array([[0.9, 0.0], [1.0, 0.5], [2.0, 1.0]])
+    assert agreement(a, b) == {"top1_agreement": 2 / 3, "max_abs_diff": 1.0}

@@ -1,0 +1,37 @@
+import torch
+
+from kedro_edge.models import ResidualCNN
+from kedro_edge.training import accuracy, fit
+
+
+def _train(splits, seed, epochs=2):
+    torch.manual_seed(seed)
+    model = ResidualCNN(widths=(4, 8))
+    result = fit(model, splits, epochs=epochs, batch_size=32, lr=0.01, seed=seed)
+    return model, result
+
+
+def test_same_seed_same_weights(splits):
+    a, _ = _train(splits, seed=3)
+    b, _ = _train(splits, seed=3)
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_training_learns(splits):
+    model, result = _train(splits, seed=0, epochs=6)
+    assert result.best_val_accuracy > 0.8
+    assert accuracy(model, splits.x("test"), splits.y("test")) > 0.8
+
+
+def test_early_stopping_stops_when_validation_stalls(splits):
+    # lr=0 and no BatchNorm: nothing can improve, so patience=2 stops after 2 of 10 epochs
+    frozen = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    result = fit(frozen, splits, epochs=10, batch_size=128, lr=0.0, patience=2)
+    assert result.epochs_run == 2
+
+
+def test_best_weights_are_restored(splits):
+    model, result = _train(splits, seed=0)
+    best = max(h["val_accuracy"] for h in result.history)
+    assert accuracy(model, splits.x("val"), splits.y("val")) == best
