@@ -8,10 +8,11 @@ matplotlib.use("Agg")  # headless: pipelines and CI have no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 
 def compression_figure(metrics: dict) -> Figure:
-    """Left: accuracy vs p50 latency, bubble area ~ file size. Right: size and latency per stage."""
+    """Left: accuracy vs p50 latency, bubble area ~ file size. Right: gains over the teacher."""
     stages = metrics["stages"]
     names = list(stages)
     acc = [100 * stages[n]["accuracy"] for n in names]
@@ -20,26 +21,39 @@ def compression_figure(metrics: dict) -> Figure:
     colors = plt.cm.viridis([i / max(1, len(names) - 1) for i in range(len(names))])
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    left.scatter(p50, acc, s=[30 + 600 * k / max(kib) for k in kib], c=colors, alpha=0.7, edgecolors="k")
+    left.scatter(p50, acc, s=[40 + 900 * k / max(kib) for k in kib], c=colors, alpha=0.75, edgecolors="k")
     for name, x, y, k in zip(names, p50, acc, kib, strict=True):
-        left.annotate(f"{name}\n{k:.0f} KiB", (x, y), textcoords="offset points", xytext=(8, 6), fontsize=8)
+        left.annotate(
+            f"{name}\n{x:.3g} ms, {k:,.0f} KiB", (x, y), textcoords="offset points", xytext=(0, -28),
+            ha="center", fontsize=8,
+        )
     left.set_xscale("log")
-    left.set_xlabel("host latency p50, batch 1 (ms, log)")
-    left.set_ylabel("test accuracy (%)")
-    left.set_title("accuracy vs latency (bubble area ~ size)")
-    left.grid(alpha=0.3)
+    left.xaxis.set_major_formatter(ScalarFormatter())
+    left.xaxis.set_minor_formatter(ScalarFormatter())
+    left.tick_params(axis="x", which="minor", labelsize=7)
+    spread = max(max(acc) - min(acc), 0.5)
+    left.set_ylim(min(acc) - 0.8 * spread, max(acc) + 0.3 * spread)
+    left.set_xlim(min(p50) / 1.6, max(p50) * 1.6)
+    left.set_xlabel("host latency p50, batch 1 (ms, log scale)")
+    left.set_ylabel("test accuracy, ONNX Runtime (%)")
+    left.set_title("accuracy vs latency (bubble area ~ file size)")
+    left.grid(alpha=0.3, which="both")
 
+    base = stages[names[0]]
+    size_gain = [base["size_bytes"] / stages[n]["size_bytes"] for n in names]
+    speed_gain = [base["latency_p50_ms"] / stages[n]["latency_p50_ms"] for n in names]
     pos = range(len(names))
-    right.bar([p - 0.2 for p in pos], kib, width=0.4, color="tab:blue", label="size (KiB)")
-    right.set_yscale("log")
-    right.set_ylabel("ONNX size (KiB, log)")
-    twin = right.twinx()
-    twin.bar([p + 0.2 for p in pos], p50, width=0.4, color="tab:orange", label="p50 (ms)")
-    twin.set_yscale("log")
-    twin.set_ylabel("p50 latency (ms, log)")
+    for offset, gains, label, color in (
+        (-0.2, size_gain, "smaller (x)", "tab:blue"),
+        (0.2, speed_gain, "faster p50 (x)", "tab:orange"),
+    ):
+        bars = right.bar([p + offset for p in pos], gains, width=0.4, label=label, color=color)
+        right.bar_label(bars, fmt="%.1fx", fontsize=8, padding=2)
     right.set_xticks(list(pos), names)
-    right.set_title("size and latency per stage")
-    handles = right.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-    right.legend(handles, ["size (KiB)", "p50 (ms)"], loc="upper right")
+    right.set_ylabel(f"gain over {names[0]} (x)")
+    right.set_title(f"what each stage bought, relative to {names[0]}")
+    right.axhline(1, color="grey", lw=0.8)
+    right.legend(loc="upper left")
+    right.margins(y=0.15)
     fig.tight_layout()
     return fig
