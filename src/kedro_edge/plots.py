@@ -24,8 +24,12 @@ def compression_figure(metrics: dict) -> Figure:
     left.scatter(p50, acc, s=[40 + 900 * k / max(kib) for k in kib], c=colors, alpha=0.75, edgecolors="k")
     for name, x, y, k in zip(names, p50, acc, kib, strict=True):
         left.annotate(
-            f"{name}\n{x:.3g} ms, {k:,.0f} KiB", (x, y), textcoords="offset points", xytext=(0, -28),
-            ha="center", fontsize=8,
+            f"{name}\n{x:.3g} ms, {k:,.0f} KiB",
+            (x, y),
+            textcoords="offset points",
+            xytext=(0, -28),
+            ha="center",
+            fontsize=8,
         )
     left.set_xscale("log")
     left.xaxis.set_major_formatter(ScalarFormatter())
