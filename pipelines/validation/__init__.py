@@ -24,9 +24,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="evaluate_models",
             ),
             node(nodes.plot_compression, "compression_metrics", "compression_plot", name="plot_compression"),
-            # the plot is an input only so that the gates run after every figure is saved
+            node(nodes.stage_table, "compression_metrics", "compression_stages", name="stage_table"),
+            # the reports are inputs only so that the gates run after every figure is saved
             node(
-                nodes.enforce_gates, ["compression_metrics", "compression_plot"], None, name="enforce_gates"
+                nodes.enforce_gates,
+                ["compression_metrics", "compression_plot", "compression_stages"],
+                None,
+                name="enforce_gates",
             ),
         ]
     )

@@ -166,6 +166,12 @@ def plot_compression(metrics: dict) -> Figure:
     return plots.compression_figure(metrics)
 
 
-def enforce_gates(metrics: dict, _plot: Any = None) -> None:
+def stage_table(metrics: dict) -> list[dict[str, Any]]:
+    """One flat record per stage: the data-series form ``dvc plots`` draws and diffs."""
+    keys = ("accuracy", "size_bytes", "params", "macs", "latency_p50_ms", "latency_p90_ms")
+    return [{"stage": name, **{k: fig[k] for k in keys}} for name, fig in metrics["stages"].items()]
+
+
+def enforce_gates(metrics: dict, *_written: Any) -> None:
     """Fail the run with one line if a gate refused; runs after the figures are saved."""
     gate.enforce(metrics["gates"])

@@ -5,12 +5,8 @@ Runs the real CLI in a subprocess, so exit codes and what the user reads are tes
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,57 +14,13 @@ import onnx
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-
-TINY = {
-    "parameters_training.yml": {
-        "data": {"seed": 1, "val_fraction": 0.15, "test_fraction": 0.2, "image_size": None},
-        "model": {"class_path": "kedro_edge.models.ResidualCNN", "kwargs": {"widths": [16, 32]}},
-        "training": {"epochs": 3, "batch_size": 64, "lr": 0.01, "patience": 3},
-    },
-    "parameters_compression.yml": {
-        "compression": {
-            "prune": {"ratio": 0.5, "steps": 1, "finetune_epochs": 1},
-            "quantize": {"calibration_samples": 64},
-            "distill": {"epochs": 1},
-        }
-    },
-    "parameters_validation.yml": {
-        "validation": {
-            "latency": {"warmup": 2, "min_runs": 10, "min_seconds": 0},
-            "gates": {"max_accuracy_drop": None, "min_size_reduction": 1.0, "min_agreement": None},
-        }
-    },
-}
-
-
-def kedro(project: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "kedro", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from tests.pipelines.project import copy_project, kedro, sha
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A copy of the project (code is the installed package) that has run `kedro run` once."""
-    dest = tmp_path_factory.mktemp("project")
-    for name in ("pyproject.toml", ".telemetry", "devices.yml"):
-        shutil.copy(ROOT / name, dest / name)
-    shutil.copytree(ROOT / "pipelines", dest / "pipelines", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "conf" / "base", dest / "conf" / "base")
-    (dest / "conf" / "local").mkdir()
-    for name, params in TINY.items():
-        (dest / "conf" / "base" / name).write_text(yaml.safe_dump(params))
+    dest = copy_project(tmp_path_factory.mktemp("project"))
     result = kedro(dest, "run")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return dest
