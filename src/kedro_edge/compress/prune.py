@@ -91,6 +91,22 @@ def _accumulate_gradients(model: nn.Module, splits: Splits, batch_size: int, n_b
         F.cross_entropy(model(xb), yb).backward()
 
 
+def _finetune(
+    model: nn.Module, splits: Splits, cfg: PruneParams, train: TrainParams, seed: int, description: str
+) -> None:
+    if cfg.finetune_epochs:
+        fit(
+            model,
+            splits,
+            epochs=cfg.finetune_epochs,
+            batch_size=train.batch_size,
+            lr=cfg.lr,
+            weight_decay=train.weight_decay,
+            seed=seed,
+            description=description,
+        )
+
+
 def structured_prune(
     teacher: nn.Module, splits: Splits, cfg: PruneParams, train: TrainParams
 ) -> tuple[nn.Module, dict]:
@@ -106,17 +122,7 @@ def structured_prune(
             _accumulate_gradients(model, splits, train.batch_size)
         pruner.step()
         model.zero_grad(set_to_none=True)
-        if cfg.finetune_epochs:
-            fit(
-                model,
-                splits,
-                epochs=cfg.finetune_epochs,
-                batch_size=train.batch_size,
-                lr=cfg.lr,
-                weight_decay=train.weight_decay,
-                seed=train.seed + step,
-                description=f"prune step {step + 1}/{cfg.steps}",
-            )
+        _finetune(model, splits, cfg, train, train.seed + step, f"prune step {step + 1}/{cfg.steps}")
         now = footprint(model, example)
         steps.append(
             {
@@ -150,17 +156,7 @@ def unstructured_prune(
     example = splits.example()
     targets = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=cfg.ratio)
-    if cfg.finetune_epochs:
-        fit(
-            model,
-            splits,
-            epochs=cfg.finetune_epochs,
-            batch_size=train.batch_size,
-            lr=cfg.lr,
-            weight_decay=train.weight_decay,
-            seed=train.seed,
-            description="unstructured fine-tune",
-        )
+    _finetune(model, splits, cfg, train, train.seed, "unstructured fine-tune")
     for module, name in targets:
         torch_prune.remove(module, name)
     zeros = sum(int((m.weight == 0).sum()) for m, _ in targets)
