@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Pipeline
 
-from pipelines import compression, training, validation
+from pipelines import compression, deployment, training, validation
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -10,6 +10,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "training": training.create_pipeline(),
         "compression": compression.create_pipeline(),
         "validation": validation.create_pipeline(),
+        "deployment": deployment.create_pipeline(),
     }
     pipes["__default__"] = sum(pipes.values(), Pipeline([]))
     return pipes

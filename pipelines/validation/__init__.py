@@ -28,8 +28,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             # the reports are inputs only so that the gates run after every figure is saved
             node(
                 nodes.enforce_gates,
-                ["compression_metrics", "compression_plot", "compression_stages"],
-                None,
+                ["compression_metrics", "model_file", "compression_plot", "compression_stages"],
+                "validated_model",
                 name="enforce_gates",
             ),
         ]

@@ -113,6 +113,16 @@ class ValidationParams(_Strict):
     gates: GateParams = GateParams()
 
 
+class DeploymentParams(_Strict):
+    enabled: bool = True
+    devices: list[str] | None = None  # names to deploy to; null: every device in devices.yml
+    group: str | None = None  # or only this group
+    max_parallel: int = Field(16, ge=1)  # devices installed at once
+    max_parallel_benchmarks: int = Field(1, ge=1)  # devices measuring at once (shared hosts: 1)
+    parity_samples: int = Field(32, ge=1)  # test images whose outputs device and host compare
+    trust_new_host_keys: bool = False  # opt-in: accept and record keys not in known_hosts
+
+
 # top-level parameter key -> (model, the file it normally lives in)
 SECTIONS: dict[str, tuple[type[BaseModel], str]] = {
     "data": (DataParams, "parameters_training.yml"),
@@ -120,6 +130,7 @@ SECTIONS: dict[str, tuple[type[BaseModel], str]] = {
     "training": (TrainParams, "parameters_training.yml"),
     "compression": (CompressionParams, "parameters_compression.yml"),
     "validation": (ValidationParams, "parameters_validation.yml"),
+    "deployment": (DeploymentParams, "parameters_deployment.yml"),
 }
 
 M = TypeVar("M", bound=BaseModel)

@@ -61,3 +61,35 @@ def compression_figure(metrics: dict) -> Figure:
     right.margins(y=0.15)
     fig.tight_layout()
     return fig
+
+
+def device_latency_figure(report: dict) -> Figure:
+    """Each device's on-device latency distribution (box: p25-p75, whiskers: p5-p95)."""
+    ok = [d for d in report["devices"] if d["status"] == "ok" and d.get("samples_ms")]
+    failed = [d["device"] for d in report["devices"] if d["status"] == "failed"]
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * max(1, len(ok))))
+    if ok:
+        ax.boxplot(
+            [d["samples_ms"] for d in ok],
+            vert=False,
+            whis=(5, 95),
+            showfliers=False,
+            tick_labels=[f"{d['device']} ({d['group']})" for d in ok],
+        )
+        for i, d in enumerate(ok, start=1):
+            ax.annotate(
+                f"p50 {d['p50_ms']:.3g}  p90 {d['p90_ms']:.3g} ms",
+                (d["p90_ms"], i),
+                textcoords="offset points",
+                xytext=(6, 4),
+                fontsize=7,
+            )
+    ax.set_xlabel("latency per query on the device, batch 1 (ms)")
+    sha = report.get("model", {}).get("sha256", "")[:12]
+    title = f"on-device latency of model {sha}"
+    if failed:
+        title += f"\nfailed: {', '.join(failed[:6])}{' ...' if len(failed) > 6 else ''}"
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig

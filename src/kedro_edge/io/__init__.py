@@ -4,14 +4,18 @@ Local files only: a crash mid-write leaves the previous good artifact in place.
 """
 
 from kedro_edge.io.arrays import DigitsDataset, ImageFolderDataset, ImageNpzDataset, NpzDataset
+from kedro_edge.io.fleet import FleetDataset, ModelFile, ModelFileDataset
 from kedro_edge.io.models import OnnxModelDataset, TorchModuleDataset
 from kedro_edge.io.reports import JsonDataset, PngDataset
 
 __all__ = [
     "DigitsDataset",
+    "FleetDataset",
     "ImageFolderDataset",
     "ImageNpzDataset",
     "JsonDataset",
+    "ModelFile",
+    "ModelFileDataset",
     "NpzDataset",
     "OnnxModelDataset",
     "PngDataset",

@@ -1,0 +1,226 @@
+"""Connections to devices: Fabric over SSH with verified host keys, or this machine itself.
+
+Fabric's ``Connection`` accepts any host key (it installs paramiko's ``AutoAddPolicy`` and
+never loads known_hosts). Here every connection loads the device's known_hosts and refuses
+unknown or changed keys, unless the key is pinned by fingerprint or the user opted in to
+trusting new keys, which records them. Commands are argument lists, quoted for the remote
+shell with ``shlex``: nothing from devices.yml or file names reaches a shell unquoted.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+from fabric import Connection
+from invoke.exceptions import CommandTimedOut
+
+from kedro_edge.errors import KedroEdgeError
+from kedro_edge.fleet.inventory import Device
+
+
+class DeviceError(KedroEdgeError):
+    """A device could not be reached or did not do what was asked; the message names it."""
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Counters:
+    """What one endpoint cost: SSH connections, remote commands, bytes uploaded."""
+
+    connections: int = 0
+    commands: int = 0
+    bytes_sent: int = 0
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """``SHA256:<base64>``, as ``ssh-keygen -lf`` prints it."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+class _PinnedKey(paramiko.MissingHostKeyPolicy):
+    def __init__(self, expected: str) -> None:
+        self.expected = expected
+
+    def missing_host_key(self, client, hostname, key) -> None:
+        if fingerprint(key) != self.expected:
+            raise paramiko.SSHException(
+                f"host key {fingerprint(key)} does not match the pinned {self.expected}"
+            )
+
+
+@dataclass
+class SSHEndpoint:
+    """One device over one SSH connection (opened on first use, closed by ``close``)."""
+
+    device: Device
+    trust_new_key: bool = False
+    counters: Counters = field(default_factory=Counters)
+
+    def __post_init__(self) -> None:
+        d = self.device
+        kwargs: dict = {"banner_timeout": d.connect_timeout, "auth_timeout": d.connect_timeout}
+        if d.key_filename:
+            kwargs.update(key_filename=os.path.expanduser(d.key_filename), look_for_keys=False)
+        self.conn = Connection(
+            d.host, user=d.user, port=d.port, connect_timeout=d.connect_timeout, connect_kwargs=kwargs
+        )
+        client = self.conn.client
+        if d.host_key_fingerprint:
+            client.set_missing_host_key_policy(_PinnedKey(d.host_key_fingerprint))
+            return
+        known = Path(os.path.expanduser(d.known_hosts)) if d.known_hosts else None
+        if known is not None and known.is_file():
+            client.load_host_keys(str(known))  # also where AutoAddPolicy records a trusted key
+        elif known is not None and self.trust_new_key:
+            known.parent.mkdir(parents=True, exist_ok=True)
+            known.touch(mode=0o600)
+            client.load_host_keys(str(known))
+        client.set_missing_host_key_policy(
+            paramiko.AutoAddPolicy() if self.trust_new_key else paramiko.RejectPolicy()
+        )
+
+    def _open(self) -> None:
+        if self.conn.is_connected:
+            return
+        try:
+            self.conn.open()
+        except paramiko.BadHostKeyException as exc:
+            raise DeviceError(
+                f"{self.device.target}: host key CHANGED (offered {fingerprint(exc.key)}, "
+                f"known_hosts has {fingerprint(exc.expected_key)}); refusing. If the device was "
+                f"reinstalled, remove the old key with `ssh-keygen -R` and trust the new one"
+            ) from None
+        except paramiko.AuthenticationException as exc:
+            raise DeviceError(f"{self.device.target}: authentication failed ({exc})") from None
+        except paramiko.SSHException as exc:
+            message = str(exc)
+            if "not found in known_hosts" in message:
+                message = (
+                    "unknown host key; refusing. Check its fingerprint, then trust it with "
+                    "`kedro edge trust --devices <name>` (records it in known_hosts)"
+                )
+            raise DeviceError(f"{self.device.target}: {message}") from None
+        except TimeoutError:
+            raise DeviceError(
+                f"{self.device.target}: connect timed out after {self.device.connect_timeout:g} s"
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise DeviceError(f"{self.device.target}: cannot connect ({reason})") from None
+        self.counters.connections += 1
+
+    def run(self, argv: list[str], timeout: float | None = None) -> Result:
+        """Run ``argv`` on the device, every argument shell-quoted; never raises on exit codes."""
+        self._open()
+        self.counters.commands += 1
+        limit = timeout or self.device.command_timeout
+        try:
+            r = self.conn.run(shlex.join(argv), hide=True, warn=True, timeout=limit, in_stream=False)
+        except CommandTimedOut:
+            raise DeviceError(f"{self.device.target}: command timed out after {limit:g} s") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise DeviceError(
+                f"{self.device.target}: connection lost ({exc or type(exc).__name__})"
+            ) from None
+        return Result(r.exited, r.stdout, r.stderr)
+
+    def put(self, local: Path, remote: str, callback: Callable[[int, int], None] | None = None) -> None:
+        """Upload ``local`` to the absolute ``remote`` path over SFTP (no shell involved)."""
+        self._open()
+        try:
+            sftp = self.conn.sftp()
+            sftp.get_channel().settimeout(self.device.command_timeout)
+            sftp.put(str(local), remote, callback=callback, confirm=True)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise DeviceError(
+                f"{self.device.target}: upload of {Path(remote).name} failed ({exc or type(exc).__name__})"
+            ) from None
+        self.counters.bytes_sent += local.stat().st_size
+
+    def mkdir(self, remote: str) -> None:
+        self._open()
+        try:
+            self.conn.sftp().mkdir(remote, mode=0o755)
+        except OSError as exc:
+            raise DeviceError(f"{self.device.target}: cannot create {remote} ({exc})") from None
+
+    def rename(self, src: str, dst: str) -> None:
+        self._open()
+        try:
+            self.conn.sftp().posix_rename(src, dst)
+        except OSError as exc:
+            raise DeviceError(f"{self.device.target}: cannot rename {src} ({exc})") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@dataclass
+class LocalEndpoint:
+    """This machine as a device: the same operations without SSH (``transport: local``)."""
+
+    device: Device
+    root: Path = field(default_factory=Path.cwd)
+    counters: Counters = field(default_factory=Counters)
+
+    def run(self, argv: list[str], timeout: float | None = None) -> Result:
+        self.counters.commands += 1
+        limit = timeout or self.device.command_timeout
+        try:
+            r = subprocess.run(argv, cwd=self.root, capture_output=True, text=True, timeout=limit)
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"{self.device.target}: command timed out after {limit:g} s") from None
+        except OSError as exc:
+            raise DeviceError(f"{self.device.target}: cannot run {argv[0]} ({exc.strerror})") from None
+        return Result(r.returncode, r.stdout, r.stderr)
+
+    def put(self, local: Path, remote: str, callback: Callable[[int, int], None] | None = None) -> None:
+        shutil.copyfile(local, self.root / remote)
+        self.counters.bytes_sent += local.stat().st_size
+
+    def mkdir(self, remote: str) -> None:
+        (self.root / remote).mkdir(mode=0o755)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(self.root / src, self.root / dst)
+
+    def close(self) -> None:
+        pass
+
+
+Endpoint = SSHEndpoint | LocalEndpoint
+
+
+def connect(device: Device, root: Path, trust_new_key: bool = False) -> Endpoint:
+    """An endpoint for ``device``; ``root`` anchors a local device's relative workdir."""
+    if device.transport == "local":
+        return LocalEndpoint(device, root)
+    return SSHEndpoint(device, trust_new_key)
+
+
+def python_of(device: Device) -> str:
+    """The device's interpreter; a local device defaults to this one (it has onnxruntime)."""
+    if device.python:
+        return device.python
+    return sys.executable if device.transport == "local" else "python3"
+
+
+def workdir_of(device: Device) -> str:
+    """The workdir as the remote shell should see it: ``~/x`` means ``x`` in the login directory."""
+    return device.workdir[2:] if device.workdir.startswith("~/") else device.workdir

@@ -1,0 +1,42 @@
+"""Training nodes: raw images -> checked, seeded splits -> FP32 teacher."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from kedro_edge import config, data
+from kedro_edge.errors import DataError
+from kedro_edge.models import build_model
+from kedro_edge.training import fit
+
+
+def split_dataset(raw: dict[str, np.ndarray], params: dict) -> dict[str, np.ndarray]:
+    """Checked, stratified, seeded train/val/test arrays (``x_train``, ``y_train``, ...)."""
+    cfg = config.parse(config.DataParams, params, "data")
+    if not isinstance(raw, dict) or not {"images", "labels"} <= raw.keys():
+        raise DataError("raw_images: expected a dict with 'images' and 'labels'")
+    images, labels = data.check_arrays(raw["images"], raw["labels"], "raw_images")
+    return data.split_arrays(images, labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.image_size)
+
+
+def train_teacher(model_input: dict[str, np.ndarray], model: dict, training: dict) -> nn.Module:
+    """Train the FP32 teacher with early stopping on validation accuracy."""
+    spec = config.parse(config.ModelSpec, model, "model")
+    cfg = config.parse(config.TrainParams, training, "training")
+    splits = data.Splits(model_input)
+    torch.manual_seed(cfg.seed)  # the initial weights are part of the reproducible run
+    teacher = build_model(spec, splits.input_shape[1], splits.num_classes)
+    fit(
+        teacher,
+        splits,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        patience=cfg.patience,
+        seed=cfg.seed,
+        description="train teacher",
+    )
+    return teacher

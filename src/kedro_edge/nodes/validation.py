@@ -1,0 +1,70 @@
+"""Validation nodes: every stage through ONNX Runtime, the plot, the gates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from matplotlib.figure import Figure
+from torch import nn
+
+from kedro_edge import config, data, evaluate, export, gate, plots
+from kedro_edge.compress import quantize
+from kedro_edge.io.fleet import ModelFile
+
+
+def evaluate_models(
+    teacher: nn.Module,
+    pruned: nn.Module,
+    student: nn.Module,
+    teacher_onnx: onnx.ModelProto,
+    model_onnx: onnx.ModelProto,
+    model_input: dict[str, np.ndarray],
+    compression: dict,
+    validation: dict,
+) -> dict[str, Any]:
+    """Figures for every stage through ONNX Runtime, and the gate results."""
+    comp = config.parse(config.CompressionParams, compression, "compression")
+    cfg = config.parse(config.ValidationParams, validation, "validation")
+    splits = data.Splits(model_input)
+    shape, opset = splits.input_shape, comp.export.opset
+
+    # stage -> (ONNX model that runs, torch module it should agree with)
+    stages: dict[str, tuple[onnx.ModelProto, nn.Module]] = {"teacher": (teacher_onnx, teacher)}
+    if comp.prune.enabled:
+        stages["pruned"] = (export.to_onnx(pruned, shape, opset), pruned)
+    if comp.distill.enabled:
+        float_student = quantize.to_float(student)
+        stages["distilled"] = (export.to_onnx(float_student, shape, opset), float_student)
+    if comp.quantize.enabled:
+        stages["int8"] = (model_onnx, student)  # the fake-quant module simulates the INT8 graph
+    figures = {
+        name: evaluate.evaluate_stage(m, mod, splits, cfg.latency, cfg.batch_size)
+        for name, (m, mod) in stages.items()
+    }
+    metrics = {"final_stage": list(stages)[-1], "stages": figures, "latency_threads": cfg.latency.threads}
+    metrics["gates"] = [r.to_dict() for r in gate.evaluate_gates(metrics, cfg.gates)]
+    metrics["passed"] = all(r["passed"] for r in metrics["gates"])
+    return metrics
+
+
+def plot_compression(metrics: dict) -> Figure:
+    return plots.compression_figure(metrics)
+
+
+def stage_table(metrics: dict) -> list[dict[str, Any]]:
+    """One flat record per stage: the data-series form ``dvc plots`` draws and diffs."""
+    keys = ("accuracy", "size_bytes", "params", "macs", "latency_p50_ms", "latency_p90_ms")
+    return [{"stage": name, **{k: fig[k] for k in keys}} for name, fig in metrics["stages"].items()]
+
+
+def enforce_gates(metrics: dict, model_file: ModelFile, *_written: Any) -> dict[str, Any]:
+    """Fail the run with one line if a gate refused; else the record that this model passed.
+
+    Runs after the figures are saved. The record names the model by sha256, so deployment
+    can refuse a model.onnx that is not the one validated.
+    """
+    gate.enforce(metrics["gates"])
+    final = metrics["stages"][metrics["final_stage"]]
+    return {"passed": True, "model": model_file.version, "figures": final, "gates": metrics["gates"]}
