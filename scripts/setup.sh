@@ -7,6 +7,17 @@ cd "$(dirname "$0")/.."
 extras=""
 if [ "${1:-}" = "--dev" ]; then
   extras="[dev]"
+  # The loopback SSH test fleet (kedro_edge.testing) runs Debian's sshd on 127.0.0.x.
+  if [ ! -x /usr/sbin/sshd ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+      # Two commands, not `a && b`: under `set -e` a failing `a &&` would not stop the script.
+      apt-get update -q
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server
+    else
+      echo "setup.sh --dev: /usr/sbin/sshd is missing; install it as root: apt-get install openssh-server" >&2
+      exit 1
+    fi
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -1,4 +1,4 @@
-"""Deployment pipeline: validated model.onnx -> every device in devices.yml -> report and plot."""
+"""Deployment pipeline: the validated model.onnx rolled out to devices.yml in gated waves."""
 
 from kedro.pipeline import Pipeline, node
 
@@ -9,10 +9,10 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             node(
-                nodes.deploy_to_fleet,
+                nodes.release_to_fleet,
                 ["model_file", "validated_model", "fleet", "model_input", "params:deployment"],
-                "device_benchmarks",
-                name="deploy_to_fleet",
+                ["release_record", "device_benchmarks"],
+                name="release_to_fleet",
             ),
             node(
                 nodes.plot_device_latency,
@@ -20,9 +20,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "device_latency_plot",
                 name="plot_device_latency",
             ),
-            # the plot is an input only so that a failure is raised after every report is saved
+            node(nodes.release_markdown, "release_record", "release_report", name="release_report"),
+            # the reports are inputs only so that a refusal is raised after every one is saved
             node(
-                nodes.enforce_fleet, ["device_benchmarks", "device_latency_plot"], None, name="enforce_fleet"
+                nodes.enforce_release,
+                ["release_record", "device_latency_plot", "release_report"],
+                None,
+                name="enforce_release",
             ),
         ]
     )

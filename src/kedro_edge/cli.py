@@ -6,6 +6,7 @@ Kedro project that has kedro-edge installed.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kedro_edge.errors import KedroEdgeError
-from kedro_edge.fleet.deploy import survey
+from kedro_edge.fleet.deploy import rollback_devices, survey
 from kedro_edge.fleet.inventory import Fleet, load_fleet
 
 DEVICES_FILE = click.option(
@@ -36,6 +37,10 @@ def _fleet(metadata, devices_file: str, names: str | None, group: str | None) ->
     fleet = load_fleet(root / devices_file)
     chosen = fleet.select(names.split(",") if names else None, group)
     return fleet, chosen
+
+
+def _short(sha: str | None, none: str = "none") -> str:
+    return sha[:12] if sha else none
 
 
 def _size(n: int | None) -> str:
@@ -109,5 +114,64 @@ def trust(metadata, devices_file: str, names: str | None, group: str | None) -> 
         raise click.ClickException(str(exc)) from None
     for o in outcomes:
         click.echo(f"{o.device}: {'trusted and recorded' if o.status == 'ok' else o.error}")
+    if any(o.status == "failed" for o in outcomes):
+        raise SystemExit(1)
+
+
+def _last_figures(root: Path) -> dict[tuple[str, str], dict]:
+    """(device, model sha256) -> the figures of the last deployment report, if any."""
+    path = root / "data" / "08_reporting" / "device_benchmarks.json"
+    if not path.is_file():
+        return {}
+    report = json.loads(path.read_text())
+    return {(d["device"], d["model_sha256"]): d for d in report.get("devices", []) if d["status"] == "ok"}
+
+
+@edge.command()
+@_select
+@click.pass_obj
+def status(metadata, devices_file: str, names: str | None, group: str | None) -> None:
+    """Per device: reachable or not, active and previous versions, last benchmark figures."""
+    try:
+        fleet, chosen = _fleet(metadata, devices_file, names, group)
+        outcomes = survey(fleet, chosen)
+    except KedroEdgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    figures = _last_figures(Path(fleet.root))
+    table = Table(title=f"{len(chosen)} devices in {devices_file}")
+    for column in ("device", "reachable", "active", "previous", "p50 ms", "p90 ms", "top-1 parity"):
+        table.add_column(column)
+    for o in outcomes:
+        if o.status != "ok":
+            table.add_row(o.device, f"[red]no: {o.error}[/red]", "", "", "", "", "")
+            continue
+        current, previous = o.data["current"], o.data["previous"]
+        last = figures.get((o.device, current), {})
+        cells = [f"{last[k]:.3g}" if k in last else "-" for k in ("p50_ms", "p90_ms")]
+        agreement = last.get("parity", {}).get("top1_agreement")
+        table.add_row(o.device, "yes", _short(current), _short(previous), *cells,
+                      "-" if agreement is None else f"{agreement:.3f}")  # fmt: skip
+    Console().print(table)
+    if any(o.status == "failed" for o in outcomes):
+        raise SystemExit(1)
+
+
+@edge.command()
+@_select
+@click.option("--to", "to", default=None, help="Roll back to this sha256 (must still be on the device).")
+@click.pass_obj
+def rollback(metadata, devices_file: str, names: str | None, group: str | None, to: str | None) -> None:
+    """Switch devices back to their previous release (or --to a version they still hold)."""
+    try:
+        fleet, chosen = _fleet(metadata, devices_file, names, group)
+        outcomes = rollback_devices(fleet, chosen, to)
+    except KedroEdgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    for o in outcomes:
+        if o.status == "ok":
+            now, before = o.data["current"], o.data.get("rolled_back_from")
+            click.echo(f"{o.device}: {_short(before)} -> {_short(now, 'nothing active')}")
+        else:
+            click.echo(f"{o.device}: {o.error}")
     if any(o.status == "failed" for o in outcomes):
         raise SystemExit(1)

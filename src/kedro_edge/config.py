@@ -8,9 +8,9 @@ parse their own section with ``parse``.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from kedro_edge.errors import ConfigError
 
@@ -113,6 +113,16 @@ class ValidationParams(_Strict):
     gates: GateParams = GateParams()
 
 
+class RegressionParams(_Strict):
+    enabled: bool = True  # candidate vs the active release, interleaved on each device
+    alpha: float = Field(0.05, gt=0, lt=1)  # significance of the one-sided Mann-Whitney U test
+    tolerance: float = Field(0.05, ge=0)  # and the slowdown must exceed this (0.05 = 5%)
+    blocks: int = Field(10, ge=3)  # A B A B ... blocks, each min_runs/blocks queries
+
+
+Wave = Annotated[int, Field(ge=1)] | Annotated[str, StringConstraints(pattern=r"^\d{1,3}(\.\d+)?%$")]
+
+
 class DeploymentParams(_Strict):
     enabled: bool = True
     devices: list[str] | None = None  # names to deploy to; null: every device in devices.yml
@@ -121,6 +131,11 @@ class DeploymentParams(_Strict):
     max_parallel_benchmarks: int = Field(1, ge=1)  # devices measuring at once (shared hosts: 1)
     parity_samples: int = Field(32, ge=1)  # test images whose outputs device and host compare
     trust_new_host_keys: bool = False  # opt-in: accept and record keys not in known_hosts
+    waves: list[Wave] = Field(default_factory=lambda: [1, "25%", "100%"], min_length=1)  # per group
+    max_failure_percentage: float = Field(0.0, ge=0, le=100)  # of a wave, before the rollout aborts
+    unreachable_is_failure: bool = True
+    lock_timeout: float = Field(60.0, gt=0)  # wait this long for another rollout's device lease
+    regression: RegressionParams = RegressionParams()
 
 
 # top-level parameter key -> (model, the file it normally lives in)

@@ -64,18 +64,29 @@ def compression_figure(metrics: dict) -> Figure:
 
 
 def device_latency_figure(report: dict) -> Figure:
-    """Each device's on-device latency distribution (box: p25-p75, whiskers: p5-p95)."""
+    """Each device's on-device latency distribution (box: p25-p75, whiskers: p5-p95); where the
+    candidate was measured against the active release, that one is drawn below it in grey."""
     ok = [d for d in report["devices"] if d["status"] == "ok" and d.get("samples_ms")]
     failed = [d["device"] for d in report["devices"] if d["status"] == "failed"]
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * max(1, len(ok))))
     if ok:
+        style = {"vert": False, "whis": (5, 95), "showfliers": False}
         ax.boxplot(
-            [d["samples_ms"] for d in ok],
-            vert=False,
-            whis=(5, 95),
-            showfliers=False,
-            tick_labels=[f"{d['device']} ({d['group']})" for d in ok],
+            [d["samples_ms"] for d in ok], tick_labels=[f"{d['device']} ({d['group']})" for d in ok], **style
         )
+        current = [(i, d["baseline"]["samples_ms"]) for i, d in enumerate(ok, 1) if d.get("baseline")]
+        if current:
+            ax.boxplot(
+                [s for _, s in current],
+                positions=[i - 0.3 for i, _ in current],
+                widths=0.25,
+                boxprops={"color": "grey"},
+                medianprops={"color": "grey"},
+                manage_ticks=False,
+                **style,
+            )
+            ax.plot([], [], color="grey", label="current release")
+            ax.legend(loc="lower right", fontsize=7)
         for i, d in enumerate(ok, start=1):
             ax.annotate(
                 f"p50 {d['p50_ms']:.3g}  p90 {d['p90_ms']:.3g} ms",

@@ -14,16 +14,7 @@ import onnx
 import pytest
 import yaml
 
-from tests.pipelines.project import copy_project, kedro, sha
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A copy of the project (code is the installed package) that has run `kedro run` once."""
-    dest = copy_project(tmp_path_factory.mktemp("project"))
-    result = kedro(dest, "run")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return dest
+from tests.pipelines.project import kedro, sha
 
 
 def test_run_leaves_the_artifact_contract(project):

@@ -7,9 +7,17 @@ numpy and onnxruntime. Every command prints one JSON object on stdout. It import
 of kedro-edge: the device needs none of the controller's packages.
 
     agent.py facts   WORKDIR
-    agent.py install WORKDIR SHA256 STAGING [--activate] [--lock-timeout S]
-    agent.py bench   MODEL PARITY [--providers P,..] [--threads N] [--warmup N]
-                     [--min-runs N] [--min-seconds S] [--max-samples N]
+    agent.py install WORKDIR SHA256 STAGING [--activate] [--lease ID] [--lock-timeout S]
+    agent.py activate WORKDIR SHA256 [--lease ID]        current -> SHA256, previous -> old current
+    agent.py rollback WORKDIR [--to SHA256] [--lease ID] current -> previous (or SHA256)
+    agent.py release WORKDIR --lease ID                  give up this rollout's lease
+    agent.py bench   MODEL PARITY [--baseline MODEL] [--blocks N] [--providers P,..]
+                     [--threads N] [--warmup N] [--min-runs N] [--min-seconds S]
+
+A rollout holds a lease (``<workdir>/.rollout``: its id and expiry) from install to
+activate/rollback/release, so two rollouts cannot interleave on one device: the second
+waits up to ``--lock-timeout`` and then reports the device busy. A rollout that was killed
+can take its own lease back (same id) when it is run again.
 """
 
 import argparse
@@ -23,7 +31,8 @@ import shutil
 import sys
 import time
 
-VERSIONS, CURRENT, PREVIOUS, LOCK = "versions", "current", "previous", ".lock"
+VERSIONS, CURRENT, PREVIOUS, LOCK, LEASE = "versions", "current", "previous", ".lock", ".rollout"
+LEASE_TTL = 1800.0  # seconds a lease outlives a rollout that died without releasing it
 
 
 def sha256_of(path):
@@ -90,6 +99,91 @@ def locked(workdir, timeout):
         os.close(fd)
 
 
+@contextlib.contextmanager
+def leased(workdir, lease, timeout):
+    """Hold the flock, and the rollout lease ``lease`` (taken if free, expired or ours)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with locked(workdir, max(0.0, deadline - time.monotonic())):
+            holder = _lease_holder(workdir)
+            if lease is None or holder is None or holder == lease:
+                if lease is not None:
+                    with open(os.path.join(workdir, LEASE), "w") as fh:
+                        json.dump({"id": lease, "expires": time.time() + LEASE_TTL}, fh)
+                yield
+                return
+        if time.monotonic() > deadline:
+            busy = _fail("busy: rollout " + holder[:12] + " holds " + os.path.join(workdir, LEASE))
+            raise SystemExit(busy)
+        time.sleep(0.2)
+
+
+def _lease_holder(workdir):
+    try:
+        with open(os.path.join(workdir, LEASE)) as fh:
+            lease = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return lease.get("id") if lease.get("expires", 0) > time.time() else None
+
+
+def _drop_lease(workdir, lease):
+    if lease is not None and _lease_holder(workdir) == lease:
+        os.unlink(os.path.join(workdir, LEASE))
+
+
+def _activate(workdir, sha):
+    """current -> versions/sha, previous -> the old current; a no-op if sha is current."""
+    current = _target(os.path.join(workdir, CURRENT))
+    if current != sha:
+        if current is not None:
+            _swap_link(workdir, PREVIOUS, os.path.join(VERSIONS, current))
+        _swap_link(workdir, CURRENT, os.path.join(VERSIONS, sha))
+        _fsync_dir(workdir)
+
+
+def _state(workdir, **extra):
+    out = {"ok": True, "current": _target(os.path.join(workdir, CURRENT))}
+    out["previous"] = _target(os.path.join(workdir, PREVIOUS))
+    out.update(extra)
+    return out
+
+
+def activate(workdir, sha, lease, timeout):
+    with leased(workdir, lease, timeout):
+        if not os.path.isfile(os.path.join(workdir, VERSIONS, sha, "model.onnx")):
+            return _fail("version " + sha + " is not on this device")
+        _activate(workdir, sha)
+        _drop_lease(workdir, lease)
+        return _state(workdir)
+
+
+def rollback(workdir, to, lease, timeout):
+    """Back to ``previous`` (or to version ``to``); with no previous, nothing stays active."""
+    with leased(workdir, lease, timeout):
+        current = _target(os.path.join(workdir, CURRENT))
+        target = to or _target(os.path.join(workdir, PREVIOUS))
+        if to is not None and not os.path.isfile(os.path.join(workdir, VERSIONS, to, "model.onnx")):
+            return _fail("version " + to + " is not on this device")
+        if target is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(workdir, CURRENT))  # never had a release: nothing active
+            _fsync_dir(workdir)
+        elif target != current:
+            _swap_link(workdir, CURRENT, os.path.join(VERSIONS, target))
+            if current is not None:
+                _swap_link(workdir, PREVIOUS, os.path.join(VERSIONS, current))
+            _fsync_dir(workdir)
+        _drop_lease(workdir, lease)
+        return _state(workdir, rolled_back_from=current)
+
+
+def release(workdir, lease, timeout):
+    with leased(workdir, lease, timeout):
+        _drop_lease(workdir, lease)
+        return _state(workdir)
+
+
 def _swap_link(workdir, name, target):
     """Point <workdir>/<name> at target atomically (rename of a new symlink over the old)."""
     tmp = os.path.join(workdir, "." + name + ".tmp")
@@ -107,11 +201,20 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def install(workdir, sha, staging, activate, lock_timeout):
+def install(workdir, sha, staging, activate_now, lease, lock_timeout):
     """Verify the staged model's sha256, move it to versions/<sha>, optionally make it current."""
+    try:
+        return _install(workdir, sha, staging, activate_now, lease, lock_timeout)
+    except SystemExit:  # busy: the upload we were handed is ours alone to remove
+        if staging != "-":
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _install(workdir, sha, staging, activate_now, lease, lock_timeout):
     versions = os.path.join(workdir, VERSIONS)
     final = os.path.join(versions, sha)
-    with locked(workdir, lock_timeout):
+    with leased(workdir, lease, lock_timeout):
         if os.path.isfile(os.path.join(final, "model.onnx")):
             status = "present"
         else:
@@ -132,19 +235,10 @@ def install(workdir, sha, staging, activate, lock_timeout):
         for name in os.listdir(versions):
             if name.startswith(".incoming-" + sha):
                 shutil.rmtree(os.path.join(versions, name), ignore_errors=True)
-        if activate:
-            current = _target(os.path.join(workdir, CURRENT))
-            if current != sha:
-                if current is not None:
-                    _swap_link(workdir, PREVIOUS, os.path.join(VERSIONS, current))
-                _swap_link(workdir, CURRENT, os.path.join(VERSIONS, sha))
-                _fsync_dir(workdir)
-        return {
-            "ok": True,
-            "status": status,
-            "current": _target(os.path.join(workdir, CURRENT)),
-            "previous": _target(os.path.join(workdir, PREVIOUS)),
-        }
+        if activate_now:
+            _activate(workdir, sha)
+            _drop_lease(workdir, lease)
+        return _state(workdir, status=status)
 
 
 def _percentile(sorted_values, q):
@@ -155,9 +249,7 @@ def _percentile(sorted_values, q):
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
-def bench(model, parity, providers, threads, warmup, min_runs, min_seconds, max_samples):
-    """Single-stream latency (one query at a time until both a count and a duration are met)."""
-    import numpy as np
+def _session(path, providers, threads):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -165,13 +257,12 @@ def bench(model, parity, providers, threads, warmup, min_runs, min_seconds, max_
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     t0 = time.perf_counter()
-    session = ort.InferenceSession(model, opts, providers=providers)
-    load_ms = (time.perf_counter() - t0) * 1000
-    name = session.get_inputs()[0].name
-    batch = np.load(parity, allow_pickle=False)
-    feeds = [{name: batch[i : i + 1]} for i in range(len(batch))]
-    for i in range(warmup):
-        session.run(None, feeds[i % len(feeds)])
+    session = ort.InferenceSession(path, opts, providers=providers)
+    return session, (time.perf_counter() - t0) * 1000
+
+
+def _single_stream(session, feeds, min_runs, min_seconds):
+    """One query at a time until both ``min_runs`` and ``min_seconds`` are reached (MLPerf)."""
     times = []
     start = time.perf_counter()
     while len(times) < min_runs or time.perf_counter() - start < min_seconds:
@@ -179,30 +270,69 @@ def bench(model, parity, providers, threads, warmup, min_runs, min_seconds, max_
         t = time.perf_counter()
         session.run(None, feed)
         times.append((time.perf_counter() - t) * 1000)
-    outputs = session.run(None, {name: batch})[0]
+    return times
+
+
+def _summary(times, max_samples):
     ordered = sorted(times)
     mean = sum(times) / len(times)
-    std = (sum((t - mean) ** 2 for t in times) / len(times)) ** 0.5
     step = max(1, len(times) // max_samples)
-    device = facts(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(model)))))
-    device.pop("ok")
     return {
-        "ok": True,
         "runs": len(times),
         "p50_ms": _percentile(ordered, 50),
         "p90_ms": _percentile(ordered, 90),
         "p99_ms": _percentile(ordered, 99),
         "mean_ms": mean,
-        "std_ms": std,
+        "std_ms": (sum((t - mean) ** 2 for t in times) / len(times)) ** 0.5,
         "min_ms": ordered[0],
         "max_ms": ordered[-1],
+        "samples_ms": times[::step],
+    }
+
+
+def bench(model, parity, providers, threads, warmup, min_runs, min_seconds, max_samples, baseline, blocks):
+    """Latency of ``model``; with ``baseline``, both measured interleaved in A B A B blocks.
+
+    Interleaving puts drift and heat on both models alike; the per-block medians are what
+    the host's regression test compares.
+    """
+    import numpy as np
+
+    session, load_ms = _session(model, providers, threads)
+    name = session.get_inputs()[0].name
+    batch = np.load(parity, allow_pickle=False)
+    feeds = [{name: batch[i : i + 1]} for i in range(len(batch))]
+    for i in range(warmup):
+        session.run(None, feeds[i % len(feeds)])
+    peak_rss_mb = _peak_rss_mb()  # the candidate alone is loaded so far
+    outputs = session.run(None, {name: batch})[0]
+    device = facts(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(model)))))
+    device.pop("ok")
+    result = {
+        "ok": True,
         "load_ms": load_ms,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb,
         "providers": session.get_providers(),
         "facts": device,
-        "samples_ms": times[::step],
         "parity_outputs": outputs.tolist(),
     }
+    if baseline is None:
+        result.update(_summary(_single_stream(session, feeds, min_runs, min_seconds), max_samples))
+        return result
+    base, base_load_ms = _session(baseline, providers, threads)
+    for i in range(warmup):
+        base.run(None, feeds[i % len(feeds)])
+    runs, seconds = -(-min_runs // blocks), min_seconds / blocks
+    a, b, a_blocks, b_blocks = [], [], [], []
+    for _ in range(blocks):
+        for sess, times, medians in ((session, a, a_blocks), (base, b, b_blocks)):
+            block = _single_stream(sess, feeds, runs, seconds)
+            times.extend(block)
+            medians.append(_percentile(sorted(block), 50))
+    result.update(_summary(a, max_samples))
+    result["block_p50_ms"] = a_blocks
+    result["baseline"] = dict(_summary(b, max_samples), load_ms=base_load_ms, block_p50_ms=b_blocks)
+    return result
 
 
 def _peak_rss_mb():
@@ -226,15 +356,25 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="agent.py")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("facts").add_argument("workdir")
-    p = sub.add_parser("install")
-    p.add_argument("workdir")
-    p.add_argument("sha")
-    p.add_argument("staging")
-    p.add_argument("--activate", action="store_true")
-    p.add_argument("--lock-timeout", type=float, default=60.0)
+    commands = {
+        "install": ("workdir", "sha", "staging"),
+        "activate": ("workdir", "sha"),
+        "rollback": ("workdir",),
+        "release": ("workdir",),
+    }
+    for command, positional in commands.items():
+        p = sub.add_parser(command)
+        for arg in positional:
+            p.add_argument(arg)
+        p.add_argument("--lease", default=None)
+        p.add_argument("--lock-timeout", type=float, default=60.0)
+    sub.choices["install"].add_argument("--activate", action="store_true")
+    sub.choices["rollback"].add_argument("--to", default=None)
     p = sub.add_parser("bench")
     p.add_argument("model")
     p.add_argument("parity")
+    p.add_argument("--baseline", default=None)
+    p.add_argument("--blocks", type=int, default=10)
     p.add_argument("--providers", default="CPUExecutionProvider")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--warmup", type=int, default=50)
@@ -246,7 +386,15 @@ def main(argv=None):
         if args.command == "facts":
             result = facts(args.workdir)
         elif args.command == "install":
-            result = install(args.workdir, args.sha, args.staging, args.activate, args.lock_timeout)
+            result = install(
+                args.workdir, args.sha, args.staging, args.activate, args.lease, args.lock_timeout
+            )
+        elif args.command == "activate":
+            result = activate(args.workdir, args.sha, args.lease, args.lock_timeout)
+        elif args.command == "rollback":
+            result = rollback(args.workdir, args.to, args.lease, args.lock_timeout)
+        elif args.command == "release":
+            result = release(args.workdir, args.lease, args.lock_timeout)
         else:
             result = bench(
                 args.model,
@@ -257,6 +405,8 @@ def main(argv=None):
                 args.min_runs,
                 args.min_seconds,
                 args.max_samples,
+                args.baseline,
+                args.blocks,
             )
     except SystemExit as exc:
         result = exc.code if isinstance(exc.code, dict) else _fail(str(exc.code))

@@ -110,3 +110,20 @@ def survey(
             endpoint.close()
 
     return rollout.for_each(fleet.devices if devices is None else devices, ask, max_parallel, "survey")
+
+
+def rollback_devices(
+    fleet: Fleet, devices: list[Device] | None = None, to: str | None = None, max_parallel: int = 16
+) -> list[rollout.Outcome]:
+    """Switch each device back to its previous release (or to version ``to``, if it holds it)."""
+    root = Path(fleet.root)
+
+    def back(device: Device) -> dict[str, Any]:
+        endpoint = connect(device, root)
+        try:
+            workdir = rollout.ensure_agent(endpoint)["workdir"]
+            return rollout.switch(endpoint, workdir, "rollback", *(["--to", to] if to else []))
+        finally:
+            endpoint.close()
+
+    return rollout.for_each(fleet.devices if devices is None else devices, back, max_parallel, "rollback")

@@ -118,6 +118,7 @@ def install(
     activate: bool = True,
     lock_timeout: float = 60.0,
     on_upload: Callable[[int, int], None] | None = None,
+    lease: str | None = None,
 ) -> dict[str, Any]:
     """Ship ``release`` to the device (only what it lacks), verify there, and activate it."""
     device = endpoint.device
@@ -133,6 +134,7 @@ def install(
             )
     argv = [python_of(device), agent_path(workdir), "install", workdir, release.sha256, staging]
     argv += ["--lock-timeout", str(lock_timeout)] + (["--activate"] if activate else [])
+    argv += ["--lease", lease] if lease else []
     result = _agent_json(endpoint.run(argv), device, "install")
     return {
         "install": result["status"],
@@ -142,28 +144,38 @@ def install(
     }
 
 
-def benchmark(endpoint: Endpoint, sha: str, workdir: str, group: Group) -> dict[str, Any]:
-    """Run the agent's single-stream benchmark of version ``sha`` on the device."""
+def benchmark(
+    endpoint: Endpoint, sha: str, workdir: str, group: Group, baseline: str | None = None, blocks: int = 10
+) -> dict[str, Any]:
+    """The agent's single-stream benchmark of version ``sha``; with ``baseline`` (another version
+    on the device) both are measured interleaved in ``blocks`` A B blocks."""
     device = endpoint.device
     version = f"{workdir}/versions/{sha}"
     argv = [
-        python_of(device),
-        agent_path(workdir),
-        "bench",
-        f"{version}/model.onnx",
-        f"{version}/parity.npy",
-        "--providers",
-        ",".join(group.providers),
-        "--threads",
-        str(group.threads),
-        "--warmup",
-        str(group.warmup),
-        "--min-runs",
-        str(group.min_runs),
-        "--min-seconds",
-        str(group.min_seconds),
-    ]
+        python_of(device), agent_path(workdir), "bench", f"{version}/model.onnx", f"{version}/parity.npy",
+        "--providers", ",".join(group.providers), "--threads", str(group.threads),
+        "--warmup", str(group.warmup), "--min-runs", str(group.min_runs),
+        "--min-seconds", str(group.min_seconds), "--blocks", str(blocks),
+    ]  # fmt: skip
+    if baseline:
+        argv += ["--baseline", f"{workdir}/versions/{baseline}/model.onnx"]
     return _agent_json(endpoint.run(argv), device, "benchmark")
+
+
+def switch(
+    endpoint: Endpoint,
+    workdir: str,
+    command: str,
+    *args: str,
+    lease: str | None = None,
+    lock_timeout: float = 60.0,
+) -> dict[str, Any]:
+    """``activate SHA`` / ``rollback [--to SHA]`` / ``release`` on the device, under the rollout lease."""
+    argv = [python_of(endpoint.device), agent_path(workdir), command, workdir, *args]
+    argv += ["--lock-timeout", str(lock_timeout)] + (["--lease", lease] if lease else [])
+    result = _agent_json(endpoint.run(argv), endpoint.device, command)
+    result.pop("ok", None)
+    return result
 
 
 def facts(endpoint: Endpoint) -> dict[str, Any]:

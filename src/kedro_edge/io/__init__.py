@@ -6,7 +6,7 @@ Local files only: a crash mid-write leaves the previous good artifact in place.
 from kedro_edge.io.arrays import DigitsDataset, ImageFolderDataset, ImageNpzDataset, NpzDataset
 from kedro_edge.io.fleet import FleetDataset, ModelFile, ModelFileDataset
 from kedro_edge.io.models import OnnxModelDataset, TorchModuleDataset
-from kedro_edge.io.reports import JsonDataset, PngDataset
+from kedro_edge.io.reports import JsonDataset, PngDataset, TextDataset
 
 __all__ = [
     "DigitsDataset",
@@ -19,5 +19,6 @@ __all__ = [
     "NpzDataset",
     "OnnxModelDataset",
     "PngDataset",
+    "TextDataset",
     "TorchModuleDataset",
 ]

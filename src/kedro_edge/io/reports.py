@@ -21,6 +21,16 @@ class JsonDataset(FileDataset):
         path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+class TextDataset(FileDataset):
+    """A UTF-8 text file (Markdown reports)."""
+
+    def _read(self, path: Path) -> str:
+        return path.read_text(encoding="utf-8")
+
+    def _write(self, data: str, path: Path) -> None:
+        path.write_text(data, encoding="utf-8")
+
+
 class PngDataset(FileDataset):
     """A matplotlib figure saved as PNG; the figure is closed after saving."""
 

@@ -10,14 +10,20 @@ from kedro_edge.nodes.compression import (
     prune_teacher,
     quantize_student,
 )
-from kedro_edge.nodes.deployment import deploy_to_fleet, enforce_fleet, plot_device_latency
+from kedro_edge.nodes.deployment import (
+    enforce_release,
+    plot_device_latency,
+    release_markdown,
+    release_to_fleet,
+)
 from kedro_edge.nodes.training import split_dataset, train_teacher
 from kedro_edge.nodes.validation import enforce_gates, evaluate_models, plot_compression, stage_table
 
 __all__ = [
-    "deploy_to_fleet",
-    "enforce_fleet",
+    "enforce_release",
     "plot_device_latency",
+    "release_markdown",
+    "release_to_fleet",
     "distill_student",
     "enforce_gates",
     "evaluate_models",

@@ -1,4 +1,4 @@
-"""Deployment nodes: ship the validated model.onnx to the fleet, measure it there, report."""
+"""Deployment nodes: roll the validated model.onnx out to the fleet in gated waves; report."""
 
 from __future__ import annotations
 
@@ -10,30 +10,30 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from kedro_edge import config, data, evaluate, plots
-from kedro_edge.errors import GateError, KedroEdgeError
-from kedro_edge.fleet import rollout
-from kedro_edge.fleet.deploy import deploy
+from kedro_edge.errors import GateError
+from kedro_edge.fleet import report, rollout
 from kedro_edge.fleet.inventory import Fleet
+from kedro_edge.fleet.release import staged_rollout
 from kedro_edge.io.fleet import ModelFile
 
 
-def deploy_to_fleet(
+def release_to_fleet(
     model_file: ModelFile,
     validated: dict[str, Any],
     fleet: Fleet,
     model_input: dict[str, np.ndarray],
     deployment: dict,
-) -> dict[str, Any]:
-    """Install model.onnx on every selected device, benchmark it there, check parity with the host."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Roll model.onnx out in waves (install, measure on device, gate, activate or roll back).
+
+    Returns the release record and the per-device benchmark report.
+    """
     cfg = config.parse(config.DeploymentParams, deployment, "deployment")
     version = model_file.version
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if not cfg.enabled:
-        return {
-            "model": version,
-            "skipped": True,
-            "devices": [],
-            "summary": {"devices": 0, "ok": 0, "failed": 0},
-        }
+        skipped = {"verdict": "skipped", "candidate": version, "created_utc": now, "waves": [], "devices": []}
+        return skipped, report.benchmarks(version, [])
     validated_sha = (validated.get("model") or {}).get("sha256")
     if validated_sha != version["sha256"]:
         raise GateError(
@@ -43,38 +43,23 @@ def deploy_to_fleet(
     devices = fleet.select(cfg.devices, cfg.group)
     parity_inputs = data.Splits(model_input).x("test")[: cfg.parity_samples]
     reference = evaluate.ort_predict(evaluate.session(model_file.data), parity_inputs)
-    manifest = {
-        "model": version,
-        "validation": validated.get("figures"),
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    manifest = {"model": version, "validation": validated.get("figures"), "created_utc": now}
     with rollout.temporary_folder() as tmp:
         release = rollout.Release.prepare(model_file.data, manifest, parity_inputs, Path(tmp))
-        report = deploy(
-            fleet,
-            release,
-            reference,
-            devices,
-            max_parallel=cfg.max_parallel,
-            max_parallel_benchmarks=cfg.max_parallel_benchmarks,
-            trust_new_host_keys=cfg.trust_new_host_keys,
-        )
-    failed = sum(entry["status"] == "failed" for entry in report)
-    summary = {"devices": len(report), "ok": len(report) - failed, "failed": failed}
-    return {"model": version, "devices": report, "summary": summary}
+        outcome = staged_rollout(fleet, release, reference, cfg, devices)
+    record = report.release_record(outcome, version, now, cfg)
+    return record, report.benchmarks(version, outcome["devices"])
 
 
-def plot_device_latency(report: dict[str, Any]) -> Figure:
-    return plots.device_latency_figure(report)
+def plot_device_latency(benchmarks: dict[str, Any]) -> Figure:
+    return plots.device_latency_figure(benchmarks)
 
 
-class FleetError(KedroEdgeError):
-    """One or more devices failed the deployment; the report was written first."""
+def release_markdown(record: dict[str, Any]) -> str:
+    return report.markdown(record, plot="device_latency.png")
 
 
-def enforce_fleet(report: dict[str, Any], *_written: Any) -> None:
-    """Fail the run with one line naming the failed devices (after the report is saved)."""
-    failed = [d for d in report["devices"] if d["status"] == "failed"]
-    if failed:
-        first = "; ".join(d["error"] for d in failed[:3]) + (" ..." if len(failed) > 3 else "")
-        raise FleetError(f"deployment failed on {len(failed)} of {len(report['devices'])} devices: {first}")
+def enforce_release(record: dict[str, Any], *_written: Any) -> None:
+    """Fail the run with one line unless the release went out everywhere (after the reports are saved)."""
+    if record["verdict"] not in ("released", "skipped"):
+        raise GateError(report.one_line(record))
