@@ -24,8 +24,9 @@ from kedro_edge.fleet.deploy import deploy, survey
 from kedro_edge.fleet.inventory import Fleet, parse_fleet
 from kedro_edge.fleet.ssh import DeviceError, SSHEndpoint, fingerprint
 from kedro_edge.models import ResidualCNN
+from tests.conftest import needs_sshd
 
-pytestmark = pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="needs openssh-server")
+pytestmark = needs_sshd
 
 ODD = 'pi "kitchen"; touch INJECTED'
 NAMES = ["dev1", "dev2", ODD]

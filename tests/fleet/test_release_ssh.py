@@ -24,8 +24,9 @@ from kedro_edge.fleet.inventory import Fleet, parse_fleet
 from kedro_edge.fleet.release import staged_rollout
 from kedro_edge.fleet.ssh import SSHEndpoint
 from kedro_edge.models import ResidualCNN
+from tests.conftest import needs_sshd
 
-pytestmark = pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="needs openssh-server")
+pytestmark = needs_sshd
 
 FLEET = ["fresh", "dev1", "dev2", "dev3", "dev4"]  # fresh: in no rollout until it is rolled back
 MAIN = FLEET[1:]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import needs_sshd
 from tests.pipelines.project import kedro
 
-pytestmark = pytest.mark.skipif(not Path("/usr/sbin/sshd").exists(), reason="needs openssh-server")
+pytestmark = needs_sshd
 
 NAMES = ["dev1", "dev2", "dev 3 'odd'"]
 

@@ -15,6 +15,9 @@ import yaml
 from kedro_edge.fleet.inventory import load_fleet
 from kedro_edge.testing import FleetError, LoopbackFleet, start_fleet
 from kedro_edge.testing.fleet import _alive, _read_pid
+from tests.conftest import needs_sshd
+
+pytestmark = needs_sshd
 
 ODD = 'pi "kitchen"; 1'
 NAMES = ["dev1", ODD, "dev3"]
