@@ -67,7 +67,9 @@ from kedro_edge.io import DigitsDataset, TorchModuleDataset  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "base"
 PARAMETER_FILES = (
-    "parameters_training.yml", "parameters_compression.yml", "parameters_validation.yml",
+    "parameters_training.yml",
+    "parameters_compression.yml",
+    "parameters_validation.yml",
 )
 SEED = 0
 
@@ -111,15 +113,28 @@ class Candidate:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 1-epoch training on a training slice, short latency runs")
-    parser.add_argument("--reuse-teacher", type=Path, metavar="PATH",
-                        help="a teacher .pt saved by TorchModuleDataset instead of training one")
-    parser.add_argument("--rounds", type=int,
-                        help=f"interleaved latency rounds (default {ROUNDS}; "
-                             f"{QUICK_ROUNDS} with --quick)")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results",
-                        help="where compression.json and compression.png go")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 1-epoch training on a training slice, short latency runs",
+    )
+    parser.add_argument(
+        "--reuse-teacher",
+        type=Path,
+        metavar="PATH",
+        help="a teacher .pt saved by TorchModuleDataset instead of training one",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help=f"interleaved latency rounds (default {ROUNDS}; {QUICK_ROUNDS} with --quick)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=ROOT / "benchmarks" / "results",
+        help="where compression.json and compression.png go",
+    )
     args = parser.parse_args()
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -153,8 +168,7 @@ def load_parameters(quick: bool) -> dict[str, Any]:
 
 def shrink_train(model_input: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
     """The first ``n`` training samples (the split is already shuffled); other splits whole."""
-    return {**model_input, "x_train": model_input["x_train"][:n],
-            "y_train": model_input["y_train"][:n]}
+    return {**model_input, "x_train": model_input["x_train"][:n], "y_train": model_input["y_train"][:n]}
 
 
 @contextmanager
@@ -182,12 +196,17 @@ def get_teacher(model_input: dict[str, np.ndarray], params: dict, reuse: Path | 
 def teacher_source(reuse: Path | None) -> dict[str, str]:
     if reuse is None:
         return {"source": "trained with parameters.model and parameters.training"}
-    return {"source": str(reuse), "note": "loaded, not trained: parameters.model and "
-            "parameters.training may not be what made it (see models.fp32 for its footprint)"}
+    return {
+        "source": str(reuse),
+        "note": "loaded, not trained: parameters.model and "
+        "parameters.training may not be what made it (see models.fp32 for its footprint)",
+    }
 
 
 def build_candidates(
-    teacher: nn.Module, model_input: dict[str, np.ndarray], params: dict,
+    teacher: nn.Module,
+    model_input: dict[str, np.ndarray],
+    params: dict,
     timings: dict[str, float],
 ) -> tuple[list[Candidate], dict]:
     """fp32, the two single-technique baselines and the pipeline's model; the prune report."""
@@ -219,8 +238,11 @@ def build_candidates(
 
 
 def measure(
-    candidates: list[Candidate], splits: data.Splits, latency: config.LatencyParams,
-    rounds: int, batch_size: int,
+    candidates: list[Candidate],
+    splits: data.Splits,
+    latency: config.LatencyParams,
+    rounds: int,
+    batch_size: int,
 ) -> dict[str, dict[str, Any]]:
     """``evaluate_stage`` for every model, interleaved in rounds; latency = median of rounds."""
     runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in candidates}
@@ -228,10 +250,12 @@ def measure(
         for c in candidates:
             figures = evaluate_stage(c.onnx_model, c.module, splits, latency, batch_size)
             runs[c.name].append(figures)
-            console.print(f"    round {r + 1}/{rounds}  {c.name:<14} "
-                          f"p50 {figures['latency_p50_ms']:.3f} ms  "
-                          f"p90 {figures['latency_p90_ms']:.3f} ms  "
-                          f"({figures['latency_runs']} runs)")
+            console.print(
+                f"    round {r + 1}/{rounds}  {c.name:<14} "
+                f"p50 {figures['latency_p50_ms']:.3f} ms  "
+                f"p90 {figures['latency_p90_ms']:.3f} ms  "
+                f"({figures['latency_runs']} runs)"
+            )
     return {c.name: combine_rounds(runs[c.name], c.description) for c in candidates}
 
 
@@ -257,8 +281,7 @@ def add_relative(models: dict[str, dict[str, Any]]) -> None:
 
 
 def target(description: str, measured: Any, threshold: Any, passed: bool) -> dict[str, Any]:
-    return {"description": description, "measured": measured, "threshold": threshold,
-            "passed": bool(passed)}
+    return {"description": description, "measured": measured, "threshold": threshold, "passed": bool(passed)}
 
 
 def evaluate_targets(models: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -268,14 +291,22 @@ def evaluate_targets(models: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
     targets = {
         "p50_speedup_vs_fp32": target(
             f"final p50 latency at least {MIN_SPEEDUP:g}x lower than FP32 ONNX",
-            final["p50_speedup"], MIN_SPEEDUP, final["p50_speedup"] >= MIN_SPEEDUP),
+            final["p50_speedup"],
+            MIN_SPEEDUP,
+            final["p50_speedup"] >= MIN_SPEEDUP,
+        ),
         "size_reduction_vs_fp32": target(
             f"final ONNX file at least {MIN_SIZE_REDUCTION:g}x smaller than FP32 ONNX",
-            final["size_reduction"], MIN_SIZE_REDUCTION,
-            final["size_reduction"] >= MIN_SIZE_REDUCTION),
+            final["size_reduction"],
+            MIN_SIZE_REDUCTION,
+            final["size_reduction"] >= MIN_SIZE_REDUCTION,
+        ),
         "accuracy_drop_vs_fp32": target(
             f"final test accuracy at most {MAX_ACCURACY_DROP:g} points below FP32",
-            drop, MAX_ACCURACY_DROP, drop <= MAX_ACCURACY_DROP),
+            drop,
+            MAX_ACCURACY_DROP,
+            drop <= MAX_ACCURACY_DROP,
+        ),
     }
     for name in BASELINES:
         base = models[name]
@@ -285,7 +316,8 @@ def evaluate_targets(models: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
             f"final p50 lower than {name}'s at equal or better test accuracy",
             {"p50_speedup": speedup, "accuracy_delta_points": delta},
             {"p50_speedup": "> 1", "accuracy_delta_points": ">= 0"},
-            speedup > 1 and delta >= 0)
+            speedup > 1 and delta >= 0,
+        )
     return targets
 
 
@@ -297,8 +329,10 @@ def machine() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "python": platform.python_version(),
-        "versions": {pkg: version(pkg) for pkg in
-                     ("onnxruntime", "torch", "onnx", "torch-pruning", "numpy", "kedro-edge")},
+        "versions": {
+            pkg: version(pkg)
+            for pkg in ("onnxruntime", "torch", "onnx", "torch-pruning", "numpy", "kedro-edge")
+        },
     }
 
 
@@ -318,15 +352,31 @@ def cpu_model() -> str | None:
 
 def results_table(models: dict[str, dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
-    columns = ("model", "accuracy %", "Δ acc (pts)", "size KiB", "size ×", "params", "MACs",
-               "p50 ms", "p90 ms", "p50 speed-up ×")
+    columns = (
+        "model",
+        "accuracy %",
+        "Δ acc (pts)",
+        "size KiB",
+        "size ×",
+        "params",
+        "MACs",
+        "p50 ms",
+        "p90 ms",
+        "p50 speed-up ×",
+    )
     for i, col in enumerate(columns):
         table.add_column(col, justify="left" if i == 0 else "right")
     for name, f in models.items():
         table.add_row(
-            name, f"{100 * f['accuracy']:.2f}", f"{f['accuracy_delta_points']:+.2f}",
-            f"{f['size_bytes'] / 1024:.1f}", f"{f['size_reduction']:.1f}", f"{f['params']:,}",
-            f"{f['macs']:,}", f"{f['latency_p50_ms']:.3f}", f"{f['latency_p90_ms']:.3f}",
+            name,
+            f"{100 * f['accuracy']:.2f}",
+            f"{f['accuracy_delta_points']:+.2f}",
+            f"{f['size_bytes'] / 1024:.1f}",
+            f"{f['size_reduction']:.1f}",
+            f"{f['params']:,}",
+            f"{f['macs']:,}",
+            f"{f['latency_p50_ms']:.3f}",
+            f"{f['latency_p90_ms']:.3f}",
             f"{f['p50_speedup']:.2f}",
         )
     return table
@@ -351,10 +401,20 @@ def save_plot(models: dict[str, dict[str, Any]], path: Path) -> None:
     fig = plots.compression_figure({"stages": models})
     ax = fig.axes[0]
     ref = models[FP32]
-    ax.axvline(ref["latency_p50_ms"] / MIN_SPEEDUP, color="grey", ls="--", lw=1,
-               label=f"{MIN_SPEEDUP:g}x faster than fp32")
-    ax.axhline(100 * ref["accuracy"] - MAX_ACCURACY_DROP, color="grey", ls=":", lw=1,
-               label=f"fp32 - {MAX_ACCURACY_DROP:g} pts")
+    ax.axvline(
+        ref["latency_p50_ms"] / MIN_SPEEDUP,
+        color="grey",
+        ls="--",
+        lw=1,
+        label=f"{MIN_SPEEDUP:g}x faster than fp32",
+    )
+    ax.axhline(
+        100 * ref["accuracy"] - MAX_ACCURACY_DROP,
+        color="grey",
+        ls=":",
+        lw=1,
+        label=f"fp32 - {MAX_ACCURACY_DROP:g} pts",
+    )
     ax.set_title("accuracy vs p50 latency, 1 thread (bubble area ~ file size)")
     ax.legend(loc="best", fontsize=8)
     fig.savefig(path, dpi=120)
@@ -395,9 +455,13 @@ def main() -> int:
     add_relative(models)
     targets = evaluate_targets(models)
 
-    console.print(results_table(
-        models, f"Compression benchmark: test accuracy ({len(splits.y('test'))} images), "
-                f"ONNX Runtime, batch 1, {latency.threads} thread, median of {rounds} rounds"))
+    console.print(
+        results_table(
+            models,
+            f"Compression benchmark: test accuracy ({len(splits.y('test'))} images), "
+            f"ONNX Runtime, batch 1, {latency.threads} thread, median of {rounds} rounds",
+        )
+    )
     print_targets(targets)
     report = {
         "benchmark": "compression",
@@ -405,10 +469,12 @@ def main() -> int:
         "quick": args.quick,
         "machine": machine(),
         "settings": {
-            "latency": latency.model_dump(), "rounds": rounds,
+            "latency": latency.model_dump(),
+            "rounds": rounds,
             "batch_size": validation.batch_size,
             "samples": {split: len(splits.y(split)) for split in data.SPLITS},
-            "seed": SEED, "teacher": teacher_source(args.reuse_teacher),
+            "seed": SEED,
+            "teacher": teacher_source(args.reuse_teacher),
             "torch_threads": torch.get_num_threads(),
         },
         "parameters": params,

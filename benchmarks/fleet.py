@@ -164,8 +164,13 @@ def project_install(registry: Fleet, devices: list[Device], release: rollout.Rel
 def naive_device(device: Device, known_hosts: str, release: rollout.Release) -> None:
     """The Fabric way, one device: mkdir, put, sha256sum (checked), ln -sfn; always closed."""
     kwargs = {"key_filename": device.key_filename, "look_for_keys": False}
-    conn = Connection(device.host, user=device.user, port=device.port,
-                      connect_timeout=device.connect_timeout, connect_kwargs=kwargs)
+    conn = Connection(
+        device.host,
+        user=device.user,
+        port=device.port,
+        connect_timeout=device.connect_timeout,
+        connect_kwargs=kwargs,
+    )
     conn.client.load_host_keys(known_hosts)  # Fabric alone accepts any host key: be as strict as the project
     conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
     base, q = f"{device.workdir}/naive", shlex.quote
@@ -190,8 +195,12 @@ def naive_install(devices: list[Device], known_hosts: str, release: rollout.Rele
             failed += 1
             console.print(f"[red]  failed[/] {device.name}: {type(exc).__name__}: {exc}")
     n = len(devices)
-    return {"connections": [1] * n, "commands": [NAIVE_COMMANDS] * n,
-            "model_bytes": release.size_bytes * (n - failed), "failed": failed}
+    return {
+        "connections": [1] * n,
+        "commands": [NAIVE_COMMANDS] * n,
+        "model_bytes": release.size_bytes * (n - failed),
+        "failed": failed,
+    }
 
 
 def measure(method: str, n: int, install: Callable[[], Row]) -> Row:
@@ -203,13 +212,19 @@ def measure(method: str, n: int, install: Callable[[], Row]) -> Row:
     sftp = SFTP - sftp_before
     console.print(f"    {method:<24} N={n:<3} wall {wall:6.2f} s  CPU {1000 * cpu / n:6.1f} ms/device")
     return {
-        "method": method, "devices": n, "wall_s": wall, "wall_ms_per_device": 1000 * wall / n,
+        "method": method,
+        "devices": n,
+        "wall_s": wall,
+        "wall_ms_per_device": 1000 * wall / n,
         "cpu_ms_per_device": 1000 * cpu / n,
         "ssh_connections_per_device": sum(counts["connections"]) / n,
         "remote_commands_per_device": sum(counts["commands"]) / n,
-        "sftp_sessions_per_device": sftp["sessions"] / n, "sftp_requests_per_device": sftp["requests"] / n,
-        "model_bytes": counts["model_bytes"], "failed": counts["failed"],
-        "max_ssh_connections": max(counts["connections"]), "max_remote_commands": max(counts["commands"]),
+        "sftp_sessions_per_device": sftp["sessions"] / n,
+        "sftp_requests_per_device": sftp["requests"] / n,
+        "model_bytes": counts["model_bytes"],
+        "failed": counts["failed"],
+        "max_ssh_connections": max(counts["connections"]),
+        "max_remote_commands": max(counts["commands"]),
     }
 
 
@@ -221,14 +236,25 @@ def repeatability(device: Device, sha: str, group: Group) -> Row:
         runs = [rollout.benchmark(endpoint, sha, workdir, group) for _ in range(2)]
     except DeviceError as exc:  # reported, and the target fails
         console.print(f"[red]  failed[/] {exc}")
-        return {"device": device.name, "error": str(exc), "p50_ms": [math.nan] * 2, "runs": [],
-                "difference_pct": math.inf}
+        return {
+            "device": device.name,
+            "error": str(exc),
+            "p50_ms": [math.nan] * 2,
+            "runs": [],
+            "difference_pct": math.inf,
+        }
     finally:
         endpoint.close()
     p50 = [r["p50_ms"] for r in runs]
-    return {"device": device.name, "model_sha256": sha, "settings": group.model_dump(), "p50_ms": p50,
-            "p90_ms": [r["p90_ms"] for r in runs], "runs": [r["runs"] for r in runs],
-            "difference_pct": 100 * abs(p50[1] - p50[0]) / p50[0]}
+    return {
+        "device": device.name,
+        "model_sha256": sha,
+        "settings": group.model_dump(),
+        "p50_ms": p50,
+        "p90_ms": [r["p90_ms"] for r in runs],
+        "runs": [r["runs"] for r in runs],
+        "difference_pct": 100 * abs(p50[1] - p50[0]) / p50[0],
+    }
 
 
 def run_all(loopback: Any, model: Model, sizes: tuple[int, ...], group: Group) -> Row:
@@ -262,14 +288,24 @@ def pick(rows: list[Row], method: str, n: int | None = None) -> Row:
 
 def projection(rows: list[Row], cores: int) -> Row:
     """10,000 devices at 50 ms RTT, from the measured per-device figures (see FORMULA)."""
-    out: Row = {"formula": FORMULA, "assumptions": {
-        "devices": PROJECT_DEVICES, "rtt_s": RTT_S, "device_mbit_s": DEVICE_MBIT_S,
-        "controller_uplink_mbit_s": UPLINK_MBIT_S, "controller_cores": cores}}
+    out: Row = {
+        "formula": FORMULA,
+        "assumptions": {
+            "devices": PROJECT_DEVICES,
+            "rtt_s": RTT_S,
+            "device_mbit_s": DEVICE_MBIT_S,
+            "controller_uplink_mbit_s": UPLINK_MBIT_S,
+            "controller_cores": cores,
+        },
+    }
     for method, workers in (("project", MAX_PARALLEL), ("naive", 1)):
         big, local = pick(rows, method), pick(rows, method, 1)["wall_s"]
-        rtts = (big["ssh_connections_per_device"] * HANDSHAKE_RTTS + big["sftp_requests_per_device"]
-                + big["remote_commands_per_device"] * COMMAND_RTTS
-                + big["sftp_sessions_per_device"] * SFTP_SESSION_RTTS)
+        rtts = (
+            big["ssh_connections_per_device"] * HANDSHAKE_RTTS
+            + big["sftp_requests_per_device"]
+            + big["remote_commands_per_device"] * COMMAND_RTTS
+            + big["sftp_sessions_per_device"] * SFTP_SESSION_RTTS
+        )
         per_device_bits = 8 * big["model_bytes"] / big["devices"]
         per_device = local + rtts * RTT_S + per_device_bits / (DEVICE_MBIT_S * 1e6)
         cpu_s = big["cpu_ms_per_device"] / 1000
@@ -279,9 +315,14 @@ def projection(rows: list[Row], cores: int) -> Row:
             "controller_uplink": PROJECT_DEVICES * per_device_bits / (UPLINK_MBIT_S * 1e6),
         }
         out[method] = {
-            "workers": workers, "round_trips_per_device": rtts, "t_local_s": local,
-            "per_device_wall_s": per_device, "bounds_s": bounds, "fleet_wall_s": max(bounds.values()),
-            "limited_by": max(bounds, key=bounds.get), "workers_until_cpu_bound": per_device * cores / cpu_s,
+            "workers": workers,
+            "round_trips_per_device": rtts,
+            "t_local_s": local,
+            "per_device_wall_s": per_device,
+            "bounds_s": bounds,
+            "fleet_wall_s": max(bounds.values()),
+            "limited_by": max(bounds, key=bounds.get),
+            "workers_until_cpu_bound": per_device * cores / cpu_s,
         }
     return out
 
@@ -294,42 +335,60 @@ def evaluate_targets(results: Row, cores: int) -> dict[str, Row]:
     rows, redeploy = results["rows"], results["redeploy"]["model_bytes"]
     project, naive = pick(rows, "project"), pick(rows, "naive")
     installs = [r for r in rows if r["method"] == "project"]
-    worst = {"connections": max(r["max_ssh_connections"] for r in installs),
-             "commands": max(r["max_remote_commands"] for r in installs),
-             "failed installs": sum(r["failed"] for r in installs)}
+    worst = {
+        "connections": max(r["max_ssh_connections"] for r in installs),
+        "commands": max(r["max_remote_commands"] for r in installs),
+        "failed installs": sum(r["failed"] for r in installs),
+    }
     cpu, speedup = project["cpu_ms_per_device"], naive["wall_s"] / project["wall_s"]
     diff = results["repeatability"]["difference_pct"]
     return {
         "controller_cpu_per_device": target(
             f"project: controller CPU <= {MAX_CPU_MS:g} ms per device (at {project['devices']} devices)",
-            cpu, MAX_CPU_MS, cpu <= MAX_CPU_MS),
+            cpu,
+            MAX_CPU_MS,
+            cpu <= MAX_CPU_MS,
+        ),
         "connections_and_commands": target(
             f"project: 1 SSH connection and <= {MAX_COMMANDS} remote commands per device to install",
-            worst, {"connections": 1, "commands": MAX_COMMANDS, "failed installs": 0},
-            worst["connections"] == 1 and worst["commands"] <= MAX_COMMANDS and not worst["failed installs"]),
+            worst,
+            {"connections": 1, "commands": MAX_COMMANDS, "failed installs": 0},
+            worst["connections"] == 1 and worst["commands"] <= MAX_COMMANDS and not worst["failed installs"],
+        ),
         "speedup_vs_naive": target(
             f"project >= {MIN_SPEEDUP:g}x faster (wall) than naive at {project['devices']} devices "
             f"(loopback devices share the controller's {cores} cores: sshd, shells and SFTP servers "
             "run on this machine, so wall-time speed-ups are bounded by that)",
-            speedup, MIN_SPEEDUP, speedup >= MIN_SPEEDUP),
+            speedup,
+            MIN_SPEEDUP,
+            speedup >= MIN_SPEEDUP,
+        ),
         "redeploy_moves_no_bytes": target(
-            "re-deploy of the unchanged model moves 0 model bytes", redeploy, 0, redeploy == 0),
+            "re-deploy of the unchanged model moves 0 model bytes", redeploy, 0, redeploy == 0
+        ),
         "benchmark_repeatability": target(
             f"two back-to-back on-device benchmarks: p50 within {MAX_P50_DIFF_PCT:g}%",
-            diff, MAX_P50_DIFF_PCT, diff <= MAX_P50_DIFF_PCT),
+            diff,
+            MAX_P50_DIFF_PCT,
+            diff <= MAX_P50_DIFF_PCT,
+        ),
     }
 
 
 # --- output ----------------------------------------------------------------------------------
 
 COLUMNS = (  # header, row key, format
-    ("method", "method", "{}"), ("N", "devices", "{}"), ("wall s", "wall_s", "{:.2f}"),
-    ("wall ms/dev", "wall_ms_per_device", "{:.0f}"), ("CPU ms/dev", "cpu_ms_per_device", "{:.1f}"),
+    ("method", "method", "{}"),
+    ("N", "devices", "{}"),
+    ("wall s", "wall_s", "{:.2f}"),
+    ("wall ms/dev", "wall_ms_per_device", "{:.0f}"),
+    ("CPU ms/dev", "cpu_ms_per_device", "{:.1f}"),
     ("SSH conn/dev", "ssh_connections_per_device", "{:g}"),
     ("commands/dev", "remote_commands_per_device", "{:g}"),
     ("SFTP sess/dev", "sftp_sessions_per_device", "{:g}"),
     ("SFTP req/dev", "sftp_requests_per_device", "{:g}"),
-    ("model bytes", "model_bytes", "{:,}"), ("failed", "failed", "{}"),
+    ("model bytes", "model_bytes", "{:,}"),
+    ("failed", "failed", "{}"),
 )
 
 
@@ -353,9 +412,11 @@ def print_targets(targets: dict[str, Row]) -> None:
 
 def print_projection(p: Row) -> None:
     a = p["assumptions"]
-    console.print(f"[bold]Projection: {a['devices']:,} devices at {1000 * a['rtt_s']:g} ms RTT, "
-                  f"{a['device_mbit_s']:g} Mbit/s per device, {a['controller_uplink_mbit_s']:g} Mbit/s "
-                  f"controller uplink, {a['controller_cores']} controller cores")
+    console.print(
+        f"[bold]Projection: {a['devices']:,} devices at {1000 * a['rtt_s']:g} ms RTT, "
+        f"{a['device_mbit_s']:g} Mbit/s per device, {a['controller_uplink_mbit_s']:g} Mbit/s "
+        f"controller uplink, {a['controller_cores']} controller cores"
+    )
     console.print(f"  {p['formula']}")
     for method in ("project", "naive"):
         m = p[method]
@@ -364,7 +425,8 @@ def print_projection(p: Row) -> None:
             f"  {method}: {m['round_trips_per_device']:.0f} round trips/device, per-device wall "
             f"{m['per_device_wall_s']:.2f} s, {m['workers']} worker(s) -> {m['fleet_wall_s'] / 60:.1f} min "
             f"(limited by {m['limited_by']}; {bounds})"
-            + (f"; CPU-bound from ~{m['workers_until_cpu_bound']:.0f} workers" if m["workers"] > 1 else ""))
+            + (f"; CPU-bound from ~{m['workers_until_cpu_bound']:.0f} workers" if m["workers"] > 1 else "")
+        )
 
 
 def save_plot(rows: list[Row], cores: int, path: Path) -> None:
@@ -395,7 +457,9 @@ def save_plot(rows: list[Row], cores: int, path: Path) -> None:
 
 def machine() -> Row:
     return {
-        "platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "versions": {p: version(p) for p in ("paramiko", "fabric", "invoke", "onnxruntime", "kedro-edge")},
     }
@@ -404,8 +468,12 @@ def machine() -> Row:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 and 4 devices, short benchmarks")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results",
-                        help="where fleet.json and fleet.png go")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=ROOT / "benchmarks" / "results",
+        help="where fleet.json and fleet.png go",
+    )
     return parser.parse_args()
 
 
@@ -426,21 +494,38 @@ def main() -> int:
     rows, rep = results["rows"], results["repeatability"]
     targets, proj = evaluate_targets(results, cores), projection(rows, cores)
 
-    console.print(results_table([*rows, results["redeploy"]], (
-        f"Model install on loopback SSH devices ({model.source}; project: model + manifest + parity, "
-        f"max_parallel={MAX_PARALLEL}; naive: the model, sequentially; devices share {cores} cores)")))
-    console.print(f"On-device benchmark twice on {rep['device']}: p50 {rep['p50_ms'][0]:.4f} ms, "
-                  f"{rep['p50_ms'][1]:.4f} ms ({rep['difference_pct']:.2f}% apart; runs {rep['runs']})")
+    console.print(
+        results_table(
+            [*rows, results["redeploy"]],
+            (
+                f"Model install on loopback SSH devices ({model.source}; project: model + manifest + parity, "
+                f"max_parallel={MAX_PARALLEL}; naive: the model, sequentially; devices share {cores} cores)"
+            ),
+        )
+    )
+    console.print(
+        f"On-device benchmark twice on {rep['device']}: p50 {rep['p50_ms'][0]:.4f} ms, "
+        f"{rep['p50_ms'][1]:.4f} ms ({rep['difference_pct']:.2f}% apart; runs {rep['runs']})"
+    )
     print_projection(proj)
     print_targets(targets)
     report = {
-        "benchmark": "fleet", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "quick": args.quick, "machine": info,
-        "settings": {"sizes": list(sizes), "max_parallel": MAX_PARALLEL, "model": model.source,
-                     "benchmark_group": group.model_dump(), "naive_commands": NAIVE_COMMANDS},
+        "benchmark": "fleet",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": info,
+        "settings": {
+            "sizes": list(sizes),
+            "max_parallel": MAX_PARALLEL,
+            "model": model.source,
+            "benchmark_group": group.model_dump(),
+            "naive_commands": NAIVE_COMMANDS,
+        },
         "note": f"loopback devices share the controller's {cores} cores (sshd, shells, SFTP servers and "
-                "agents run on the same machine): wall-time speed-ups are bounded by that",
-        **results, "projection": proj, "targets": targets,
+        "agents run on the same machine): wall-time speed-ups are bounded by that",
+        **results,
+        "projection": proj,
+        "targets": targets,
         "all_installs_ok": not any(r["failed"] for r in [*rows, results["redeploy"]]),
         "all_targets_passed": all(t["passed"] for t in targets.values()),
     }

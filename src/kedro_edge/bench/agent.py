@@ -291,7 +291,7 @@ def _summary(times, max_samples):
 
 
 def bench(model, parity, providers, threads, warmup, min_runs, min_seconds, max_samples, baseline, blocks):
-    """Latency of ``model``; with ``baseline``, both measured interleaved in A B A B blocks.
+    """Latency of ``model``; with ``baseline``, both measured interleaved in A B / B A blocks.
 
     Interleaving puts drift and heat on both models alike; the per-block medians are what
     the host's regression test compares.
@@ -324,8 +324,9 @@ def bench(model, parity, providers, threads, warmup, min_runs, min_seconds, max_
         base.run(None, feeds[i % len(feeds)])
     runs, seconds = -(-min_runs // blocks), min_seconds / blocks
     a, b, a_blocks, b_blocks = [], [], [], []
-    for _ in range(blocks):
-        for sess, times, medians in ((session, a, a_blocks), (base, b, b_blocks)):
+    pair = ((session, a, a_blocks), (base, b, b_blocks))
+    for k in range(blocks):  # A B, B A, A B, ...: neither model always runs first
+        for sess, times, medians in pair if k % 2 == 0 else pair[::-1]:
             block = _single_stream(sess, feeds, runs, seconds)
             times.extend(block)
             medians.append(_percentile(sorted(block), 50))
