@@ -120,7 +120,7 @@ class RegressionParams(_Strict):
     # sessions in one process, so tiny per-session offsets are "significant" (measured: 8 of 20
     # A/A trials had p < 0.05, at +0.1-0.4%); the tolerance keeps them from blocking a release.
     tolerance: float = Field(0.05, ge=0.01)
-    blocks: int = Field(10, ge=3)  # A B A B ... blocks, each min_runs/blocks queries
+    blocks: int = Field(10, ge=3)  # A B, B A, ... blocks, each min_runs/blocks queries
 
 
 Wave = Annotated[int, Field(ge=1)] | Annotated[str, StringConstraints(pattern=r"^\d{1,3}(\.\d+)?%$")]

@@ -1,6 +1,6 @@
 """Is the candidate slower than the active release? A statistical call, not a comparison of two numbers.
 
-The agent measures candidate and current interleaved in blocks (A B A B ...) on the same
+The agent measures candidate and current interleaved in blocks (A B, B A, ...) on the same
 device, so drift and heat hit both. Each block's median is one observation: per-query
 latencies within a block are autocorrelated, block medians much less so. A regression is
 called only when it is both significant (one-sided Mann-Whitney U, as google/benchmark
