@@ -43,7 +43,7 @@ def release_record(
     return {
         "verdict": outcome["verdict"],
         "candidate": candidate,
-        "previous_sha256": previous[0] if len(previous) == 1 else previous,
+        "previous_sha256": previous[0] if len(previous) == 1 else (previous or None),  # None: first release
         "created_utc": created,
         "policy": {"waves": cfg.waves, "max_failure_percentage": cfg.max_failure_percentage,
                    "regression": cfg.regression.model_dump()},
@@ -100,7 +100,8 @@ def markdown(record: dict[str, Any], plot: str) -> str:
         f"# Release {record['candidate']['sha256'][:12]}: **{record['verdict']}**", "",
         f"- candidate: `{record['candidate']['sha256']}` (git `{record['candidate'].get('git_rev')}`, "
         f"DVC md5 `{record['candidate'].get('dvc_md5')}`)",
-        f"- previous: `{record['previous_sha256']}`", f"- at: {record['created_utc']}", "",
+        f"- previous: `{record['previous_sha256'] or 'none (first release)'}`",
+        f"- at: {record['created_utc']}", "",
         "| wave | devices | failed | outcome |", "| --- | --- | --- | --- |",
     ]  # fmt: skip
     for w in record["waves"]:
