@@ -169,7 +169,11 @@ class SSHEndpoint:
             raise DeviceError(f"{self.device.target}: cannot rename {src} ({exc})") from None
 
     def close(self) -> None:
-        self.conn.close()
+        """Close; a connection that already died (the device went away) is simply gone."""
+        try:
+            self.conn.close()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
 
 
 @dataclass
