@@ -31,7 +31,13 @@ pytestmark = needs_sshd
 FLEET = ["fresh", "dev1", "dev2", "dev3", "dev4"]  # fresh: in no rollout until it is rolled back
 MAIN = FLEET[1:]
 PARITY = np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32)
-CFG = DeploymentParams(waves=[1, "50%", "100%"], max_parallel=4, lock_timeout=5)
+# The test models run in ~30 us a query, where a few us of scheduling noise on a shared 2-core
+# machine exceed 5%: a 30% tolerance keeps the promotion tests about waves, while the slow
+# candidate below (several times slower) still trips it. Detection limits at the default 5%:
+# benchmarks/regression_detection.py.
+CFG = DeploymentParams(
+    waves=[1, "50%", "100%"], max_parallel=4, lock_timeout=5, regression={"tolerance": 0.3}
+)
 
 
 @pytest.fixture(scope="module")

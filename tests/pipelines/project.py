@@ -26,6 +26,10 @@ TINY = {
             "distill": {"epochs": 1},
         }
     },
+    "parameters_deployment.yml": {
+        # tiny models (~30 us a query) on a shared CI machine: see tests/fleet/test_release_ssh.py
+        "deployment": {"regression": {"tolerance": 0.3}, "parity_samples": 8}
+    },
     "parameters_validation.yml": {
         "validation": {
             "latency": {"warmup": 2, "min_runs": 10, "min_seconds": 0},
