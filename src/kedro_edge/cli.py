@@ -7,6 +7,7 @@ Kedro project that has kedro-edge installed.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -15,7 +16,7 @@ from rich.table import Table
 
 from kedro_edge.errors import KedroEdgeError
 from kedro_edge.fleet.deploy import rollback_devices, survey
-from kedro_edge.fleet.inventory import Fleet, load_fleet
+from kedro_edge.fleet.inventory import load_fleet
 
 DEVICES_FILE = click.option(
     "--devices-file", default="devices.yml", show_default=True, help="Fleet registry."
@@ -32,11 +33,20 @@ def _select(f):
     return DEVICES_FILE(f)
 
 
-def _fleet(metadata, devices_file: str, names: str | None, group: str | None) -> tuple[Fleet, list]:
+def _on_devices(metadata, devices_file: str, names: str | None, group: str | None, action: Callable):
+    """Load and select the fleet, run ``action(fleet, chosen)``; a user error becomes one CLI line."""
     root = Path(metadata.project_path) if metadata is not None else Path.cwd()
-    fleet = load_fleet(root / devices_file)
-    chosen = fleet.select(names.split(",") if names else None, group)
-    return fleet, chosen
+    try:
+        fleet = load_fleet(root / devices_file)
+        chosen = fleet.select(names.split(",") if names else None, group)
+        return fleet, chosen, action(fleet, chosen)
+    except KedroEdgeError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _exit_if_any_failed(outcomes) -> None:
+    if any(o.status == "failed" for o in outcomes):
+        raise SystemExit(1)
 
 
 def _short(sha: str | None, none: str = "none") -> str:
@@ -63,11 +73,9 @@ def edge() -> None:
 @click.pass_obj
 def devices(metadata, devices_file: str, names: str | None, group: str | None, max_parallel: int) -> None:
     """One row per device: reachable or why not, and what it is."""
-    try:
-        fleet, chosen = _fleet(metadata, devices_file, names, group)
-        outcomes = survey(fleet, chosen, max_parallel)
-    except KedroEdgeError as exc:
-        raise click.ClickException(str(exc)) from None
+    _, chosen, outcomes = _on_devices(
+        metadata, devices_file, names, group, lambda fleet, chosen: survey(fleet, chosen, max_parallel)
+    )
     table = Table(title=f"{len(chosen)} devices in {devices_file}")
     for column in (
         "device",
@@ -98,8 +106,7 @@ def devices(metadata, devices_file: str, names: str | None, group: str | None, m
             row = [f"[red]no: {o.error}[/red]"] + [""] * 6
         table.add_row(o.device, by_name[o.device].group, *row)
     Console().print(table)
-    if any(o.status == "failed" for o in outcomes):
-        raise SystemExit(1)
+    _exit_if_any_failed(outcomes)
 
 
 @edge.command()
@@ -107,15 +114,16 @@ def devices(metadata, devices_file: str, names: str | None, group: str | None, m
 @click.pass_obj
 def trust(metadata, devices_file: str, names: str | None, group: str | None) -> None:
     """Accept the devices' current host keys and record them in their known_hosts (explicit opt-in)."""
-    try:
-        fleet, chosen = _fleet(metadata, devices_file, names, group)
-        outcomes = survey(fleet, chosen, trust_new_host_keys=True)
-    except KedroEdgeError as exc:
-        raise click.ClickException(str(exc)) from None
+    _, _, outcomes = _on_devices(
+        metadata,
+        devices_file,
+        names,
+        group,
+        lambda fleet, chosen: survey(fleet, chosen, trust_new_host_keys=True),
+    )
     for o in outcomes:
         click.echo(f"{o.device}: {'trusted and recorded' if o.status == 'ok' else o.error}")
-    if any(o.status == "failed" for o in outcomes):
-        raise SystemExit(1)
+    _exit_if_any_failed(outcomes)
 
 
 def _last_figures(root: Path) -> dict[tuple[str, str], dict]:
@@ -132,11 +140,7 @@ def _last_figures(root: Path) -> dict[tuple[str, str], dict]:
 @click.pass_obj
 def status(metadata, devices_file: str, names: str | None, group: str | None) -> None:
     """Per device: reachable or not, active and previous versions, last benchmark figures."""
-    try:
-        fleet, chosen = _fleet(metadata, devices_file, names, group)
-        outcomes = survey(fleet, chosen)
-    except KedroEdgeError as exc:
-        raise click.ClickException(str(exc)) from None
+    fleet, chosen, outcomes = _on_devices(metadata, devices_file, names, group, survey)
     figures = _last_figures(Path(fleet.root))
     table = Table(title=f"{len(chosen)} devices in {devices_file}")
     for column in ("device", "reachable", "active", "previous", "p50 ms", "p90 ms", "top-1 parity"):
@@ -152,8 +156,7 @@ def status(metadata, devices_file: str, names: str | None, group: str | None) ->
         table.add_row(o.device, "yes", _short(current), _short(previous), *cells,
                       "-" if agreement is None else f"{agreement:.3f}")  # fmt: skip
     Console().print(table)
-    if any(o.status == "failed" for o in outcomes):
-        raise SystemExit(1)
+    _exit_if_any_failed(outcomes)
 
 
 @edge.command()
@@ -162,16 +165,13 @@ def status(metadata, devices_file: str, names: str | None, group: str | None) ->
 @click.pass_obj
 def rollback(metadata, devices_file: str, names: str | None, group: str | None, to: str | None) -> None:
     """Switch devices back to their previous release (or --to a version they still hold)."""
-    try:
-        fleet, chosen = _fleet(metadata, devices_file, names, group)
-        outcomes = rollback_devices(fleet, chosen, to)
-    except KedroEdgeError as exc:
-        raise click.ClickException(str(exc)) from None
+    _, _, outcomes = _on_devices(
+        metadata, devices_file, names, group, lambda fleet, chosen: rollback_devices(fleet, chosen, to)
+    )
     for o in outcomes:
         if o.status == "ok":
             now, before = o.data["current"], o.data.get("rolled_back_from")
             click.echo(f"{o.device}: {_short(before)} -> {_short(now, 'nothing active')}")
         else:
             click.echo(f"{o.device}: {o.error}")
-    if any(o.status == "failed" for o in outcomes):
-        raise SystemExit(1)
+    _exit_if_any_failed(outcomes)

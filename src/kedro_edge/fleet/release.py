@@ -63,6 +63,7 @@ class _Rollout:
         self.endpoints: dict[str, Endpoint] = {}
         self.devices: dict[str, dict[str, Any]] = {}  # name -> record entry
         self.activated: list[Device] = []
+        self.waves: list[dict[str, Any]] = []  # what each wave did, for the record
 
     def _endpoint(self, device: Device) -> Endpoint:
         if device.name not in self.endpoints:
@@ -200,7 +201,6 @@ class _Rollout:
                 entry.update(decision="rollback failed", error=back[d.name].error)
 
     def run(self, devices: list[Device], on_wave: Callable[[int], None] | None = None) -> dict[str, Any]:
-        self.waves: list[dict[str, Any]] = []
         plan = plan_waves(devices, self.cfg.waves)
         verdict = None
         try:
