@@ -44,3 +44,10 @@ def test_validate_parameters_checks_every_known_section_and_ignores_others():
 
 def test_defaults_are_valid():
     assert parse(CompressionParams, None, "compression").prune.ratio == 0.5
+
+
+def test_without_sources_a_nested_section_names_its_conventional_base_file():
+    with pytest.raises(ConfigError) as err:
+        parse(PruneParams, {"ratoi": 0.5}, "compression.prune")
+    expected = "conf/base/parameters_compression.yml: unknown parameter key 'compression.prune.ratoi'"
+    assert str(err.value) == expected

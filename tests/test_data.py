@@ -1,8 +1,18 @@
+import re
+
 import numpy as np
 import pytest
 
-from kedro_edge.data import Splits, calibration_samples, check_arrays, load_digits_arrays, split_arrays
+from kedro_edge.data import (
+    Splits,
+    calibration_samples,
+    check_arrays,
+    check_features,
+    load_digits_arrays,
+    split_arrays,
+)
 from kedro_edge.errors import DataError
+from kedro_edge.nodes import split_dataset
 
 
 def test_digits_are_bundled_and_split_reproducibly():
@@ -58,3 +68,46 @@ def test_calibration_samples_come_from_train_split_and_are_fixed(splits: Splits)
     assert len(a) == 32
     train = {x.tobytes() for x in splits.x("train")}
     assert all(x.tobytes() in train for x in a)
+
+
+def test_features_are_checked_like_images():
+    x, y = check_features(np.arange(24).reshape(12, 2), np.arange(12) % 2, "s")
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    for features, labels, message in [
+        (np.zeros((12, 2, 2)), np.arange(12) % 2, "'features' must be (N, F)"),
+        (np.array([["a", "b"]] * 12), np.arange(12) % 2, "must be numeric"),
+        (np.full((12, 2), np.inf), np.arange(12) % 2, "NaN or infinite"),
+        (np.zeros((12, 2)), np.arange(12) % 2 + 0.5, "'labels' must be 1-D integers"),
+        (np.zeros((9, 2)), np.arange(9) % 2, "only 9 samples"),
+        (np.zeros((12, 2)), np.arange(11) % 2, "12 rows but 11 labels"),
+    ]:
+        with pytest.raises(DataError, match=re.escape(message)):
+            check_features(features, labels, "data/01_raw/t.csv")
+
+
+def test_split_dataset_standardises_features_with_training_statistics_only():
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 4
+    features = rng.normal(5.0, 3.0, size=(200, 6)) + labels[:, None]
+    features[:, 2] = 7.0  # a constant column: std 1, not a division by zero
+    params = {"seed": 3, "val_fraction": 0.15, "test_fraction": 0.2, "image_size": 32}
+    out = split_dataset({"features": features, "labels": labels}, params)
+    raw = split_arrays(features.astype(np.float32), labels, 0.15, 0.2, seed=3, image_size=None)
+    np.testing.assert_allclose(out["feature_mean"], raw["x_train"].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(out["feature_std"][[0, 1, 3]], raw["x_train"].std(0)[[0, 1, 3]], rtol=1e-5)
+    assert out["feature_std"][2] == 1.0
+    for split in ("train", "val", "test"):  # same rows, same order, same transform on every split
+        assert out[f"x_{split}"].shape == raw[f"x_{split}"].shape and out[f"x_{split}"].dtype == np.float32
+        np.testing.assert_array_equal(out[f"y_{split}"], raw[f"y_{split}"])
+        np.testing.assert_allclose(
+            out[f"x_{split}"], (raw[f"x_{split}"] - out["feature_mean"]) / out["feature_std"], atol=1e-5
+        )
+    np.testing.assert_allclose(out["x_train"][:, [0, 1, 3]].mean(0), 0, atol=1e-5)
+    assert abs(out["x_test"].mean()) > 1e-3  # the test split did not take part in the fit
+    splits = Splits(out)  # the extra arrays don't disturb the model input
+    assert splits.input_shape == (1, 6) and splits.num_classes == 4
+
+
+def test_split_dataset_needs_images_or_features():
+    with pytest.raises(DataError, match="'images' or 'features', and 'labels'"):
+        split_dataset({"table": np.zeros((20, 3)), "labels": np.arange(20) % 2}, {})

@@ -35,3 +35,17 @@ def test_best_weights_are_restored(splits):
     model, result = _train(splits, seed=0)
     best = max(h["val_accuracy"] for h in result.history)
     assert accuracy(model, splits.x("val"), splits.y("val")) == best
+
+
+def test_the_test_split_never_influences_training(splits):
+    """Choices (early stopping, best epoch) use validation only: garbage test data, same weights."""
+    from kedro_edge.data import Splits
+
+    poisoned = dict(splits.arrays)
+    poisoned["x_test"] = poisoned["x_test"][::-1] * 0 + 7.0
+    poisoned["y_test"] = (poisoned["y_test"] + 1) % 10
+    a, result_a = _train(splits, seed=1, epochs=3)
+    b, result_b = _train(Splits(poisoned), seed=1, epochs=3)
+    assert result_a.history == result_b.history
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(pa, pb), name

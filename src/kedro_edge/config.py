@@ -8,7 +8,8 @@ parse their own section with ``parse``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
@@ -102,15 +103,39 @@ class LatencyParams(_Strict):
 
 
 class GateParams(_Strict):
-    max_accuracy_drop: float | None = Field(1.0, ge=0)  # points, final model vs teacher
+    # points of test accuracy the final model may lose against the teacher (paired, same images)
+    max_accuracy_drop: float | None = Field(1.0, ge=0)
+    # the same on the perturbed copy of the test split (validation.robustness)
+    max_robust_accuracy_drop: float | None = Field(2.0, ge=0)
+    # upper_bound: the drop's paired upper confidence bound must be within the limit (the model
+    # is shown to be no worse than that: a non-inferiority test); point: the point estimate only
+    accuracy_decision: Literal["upper_bound", "point"] = "upper_bound"
     min_size_reduction: float | None = Field(4.0, ge=1)  # teacher.onnx bytes / model.onnx bytes
     min_agreement: float | None = Field(0.98, ge=0, le=1)  # torch vs ONNX top-1, final model
 
 
+class RobustnessParams(_Strict):
+    """The seeded perturbed copy of the test split (``kedro_edge.robustness``)."""
+
+    enabled: bool = True
+    perturbations: list[Literal["noise", "shift", "contrast"]] = Field(
+        default_factory=lambda: ["shift", "noise"], min_length=1
+    )
+    noise_std: float = Field(0.1, ge=0)  # Gaussian noise, in input units (images: [0, 1])
+    max_shift: int = Field(2, ge=0, le=16)  # pixels, each image shifted by up to this in x and y
+    contrast: float = Field(0.5, ge=0, lt=1)  # contrast scaled by a factor in [1 - contrast, 1]
+    seed: int = 0
+
+
 class ValidationParams(_Strict):
     batch_size: int = Field(256, ge=1)
+    confidence: float = Field(0.95, gt=0.5, lt=1)  # of every accuracy interval
+    bootstrap_resamples: int = Field(20000, ge=1000)  # paired bootstrap of accuracy differences
     latency: LatencyParams = LatencyParams()
+    robustness: RobustnessParams = RobustnessParams()
     gates: GateParams = GateParams()
+    # a later stage counts as slower than the one before it when its p50 is this much higher
+    slower_tolerance: float = Field(0.05, ge=0)
 
 
 class RegressionParams(_Strict):
@@ -154,24 +179,41 @@ SECTIONS: dict[str, tuple[type[BaseModel], str]] = {
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse(model: type[M], raw: Any, key: str) -> M:
-    """Validate ``raw`` against ``model``; raise ``ConfigError`` naming the first bad key."""
+class Sources(Protocol):
+    """Where a parameter came from (``kedro_edge.param_sources.ParamSources``)."""
+
+    def where(self, path: Sequence[str]) -> str | None: ...
+
+
+def parse(model: type[M], raw: Any, key: str, sources: Sources | None = None) -> M:
+    """Validate ``raw`` against ``model``; raise ``ConfigError`` naming the first bad key.
+
+    ``sources`` names the file (or ``--params``) that set the bad key; without it the message
+    names the conf/base file the section conventionally lives in.
+    """
     try:
         return model.model_validate({} if raw is None else raw)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc, key)) from None
+        raise ConfigError(_one_line(exc, key, sources)) from None
 
 
-def validate_parameters(params: dict[str, Any]) -> dict[str, BaseModel]:
+def validate_parameters(params: dict[str, Any], sources: Sources | None = None) -> dict[str, BaseModel]:
     """Check every known top-level section of Kedro's merged parameters."""
-    return {key: parse(model, params.get(key), key) for key, (model, _) in SECTIONS.items() if key in params}
+    return {
+        key: parse(model, params.get(key), key, sources)
+        for key, (model, _) in SECTIONS.items()
+        if key in params
+    }
 
 
-def _one_line(exc: ValidationError, key: str) -> str:
+def _one_line(exc: ValidationError, key: str, sources: Sources | None = None) -> str:
     err = exc.errors()[0]
-    path = ".".join(str(p) for p in (key, *err["loc"]))
-    where = SECTIONS.get(key, (None, "parameters"))[1]
+    path = [*key.split("."), *(str(p) for p in err["loc"])]
+    where = sources.where(path) if sources is not None else None
+    if where is None:
+        where = f"conf/base/{SECTIONS.get(path[0], (None, 'parameters'))[1]}"
+    dotted = ".".join(path)
     if err["type"] == "extra_forbidden":
-        return f"conf/base/{where}: unknown parameter key '{path}'"
+        return f"{where}: unknown parameter key '{dotted}'"
     got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
-    return f"conf/base/{where}: parameter '{path}': {err['msg']}{got}"
+    return f"{where}: parameter '{dotted}': {err['msg']}{got}"

@@ -1,7 +1,8 @@
-"""Image classification data: checks, the bundled default, splits and batches.
+"""Classification data: checks, the bundled default, splits and batches.
 
-Arrays travel as ``images`` (N, C, H, W) float32 in [0, 1]-ish and ``labels`` (N,) int64.
-Every loader calls ``check_arrays`` so bad input fails where it enters, naming its source.
+Arrays travel as ``images`` (N, C, H, W) float32 in [0, 1]-ish, or ``features`` (N, F)
+float32 for tabular data, and ``labels`` (N,) int64. Every loader calls ``check_arrays`` or
+``check_features`` so bad input fails where it enters, naming its source.
 """
 
 from __future__ import annotations
@@ -28,10 +29,6 @@ def check_arrays(images: np.ndarray, labels: np.ndarray, source: str) -> tuple[n
     images, labels = np.asarray(images), np.asarray(labels)
     if images.dtype.kind not in "uif" or images.dtype.kind == "b":
         raise DataError(f"{source}: 'images' must be numeric, got dtype {images.dtype}")
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise DataError(
-            f"{source}: 'labels' must be 1-D integers, got dtype {labels.dtype} shape {labels.shape}"
-        )
     if images.ndim == 3:
         images = images[:, None]
     elif images.ndim == 4 and images.shape[1] not in (1, 2, 3, 4) and images.shape[-1] in (1, 3, 4):
@@ -40,16 +37,39 @@ def check_arrays(images: np.ndarray, labels: np.ndarray, source: str) -> tuple[n
         raise DataError(
             f"{source}: 'images' must be (N, H, W), (N, C, H, W) or (N, H, W, C), got shape {images.shape}"
         )
-    if len(images) != len(labels):
-        raise DataError(f"{source}: {len(images)} images but {len(labels)} labels")
-    if len(labels) < 10:
-        raise DataError(f"{source}: only {len(labels)} samples; need at least 10")
+    labels = _check_labels(labels, len(images), "images", source)
     if images.dtype.kind == "f" and not np.isfinite(images).all():
         raise DataError(f"{source}: 'images' contains NaN or infinite values")
+    scale = 1 / 255 if images.dtype.kind in "iu" else 1.0
+    return (images * scale).astype(np.float32), labels
+
+
+def _check_labels(labels: np.ndarray, n: int, what: str, source: str) -> np.ndarray:
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(
+            f"{source}: 'labels' must be 1-D integers, got dtype {labels.dtype} shape {labels.shape}"
+        )
+    if n != len(labels):
+        raise DataError(f"{source}: {n} {what} but {len(labels)} labels")
+    if len(labels) < 10:
+        raise DataError(f"{source}: only {len(labels)} samples; need at least 10")
     if labels.min() < 0 or len(np.unique(labels)) < 2:
         raise DataError(f"{source}: 'labels' must be non-negative class ids of at least 2 classes")
-    scale = 1 / 255 if images.dtype.kind in "iu" else 1.0
-    return (images * scale).astype(np.float32), labels.astype(np.int64)
+    return labels.astype(np.int64)
+
+
+def check_features(features: np.ndarray, labels: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(features, labels)`` as (N, F) float32 and (N,) int64, or raise ``DataError``."""
+    features, labels = np.asarray(features), np.asarray(labels)
+    if features.dtype.kind not in "uif":
+        raise DataError(f"{source}: 'features' must be numeric, got dtype {features.dtype}")
+    if features.ndim != 2 or features.shape[1] < 1:
+        raise DataError(f"{source}: 'features' must be (N, F), got shape {features.shape}")
+    labels = _check_labels(labels, len(features), "rows", source)
+    features = features.astype(np.float32)
+    if not np.isfinite(features).all():
+        raise DataError(f"{source}: 'features' contains NaN or infinite values")
+    return features, labels
 
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -68,8 +88,8 @@ def split_arrays(
     seed: int,
     image_size: int | None,
 ) -> dict[str, np.ndarray]:
-    """Stratified train/val/test split with a fixed seed, optionally resized to a square size."""
-    if image_size is not None and images.shape[-2:] != (image_size, image_size):
+    """Stratified train/val/test split with a fixed seed; images optionally resized to a square size."""
+    if image_size is not None and images.ndim == 4 and images.shape[-2:] != (image_size, image_size):
         images = F.interpolate(
             torch.from_numpy(images),
             size=(image_size, image_size),
@@ -86,6 +106,22 @@ def split_arrays(
     for name, part in zip(SPLITS, (train, val, test), strict=True):
         out[f"x_{name}"] = np.ascontiguousarray(images[part])
         out[f"y_{name}"] = labels[part]
+    return out
+
+
+def standardise(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Features scaled by the training split's mean and standard deviation, fitted on train only.
+
+    A constant feature gets std 1. The fitted ``feature_mean`` and ``feature_std`` join the
+    arrays: an application applies ``(x - feature_mean) / feature_std`` before the model.
+    """
+    train = arrays["x_train"].astype(np.float64)
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    std[std == 0] = 1.0
+    out = dict(arrays)
+    for name in SPLITS:
+        out[f"x_{name}"] = ((arrays[f"x_{name}"] - mean) / std).astype(np.float32)
+    out["feature_mean"], out["feature_std"] = mean.astype(np.float32), std.astype(np.float32)
     return out
 
 

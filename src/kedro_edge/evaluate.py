@@ -1,5 +1,8 @@
 """Figures for an artifact, measured through ONNX Runtime: accuracy, size, params, MACs, latency.
 
+Accuracy comes with n and a confidence interval, on the clean test split and, when given,
+on its perturbed copy (``kedro_edge.robustness``).
+
 Latency is single-stream (batch 1, one query at a time) with a fixed thread count, after a
 warm-up, until both a minimum number of runs and a minimum duration are reached (MLPerf's
 rule); p50 and p90 are reported. Torch-vs-ONNX agreement tells whether the exported graph
@@ -9,6 +12,7 @@ computes what the torch module does.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +21,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from kedro_edge import accuracy as acc
 from kedro_edge.compress.prune import footprint
 from kedro_edge.compress.quantize import is_quantization_aware, to_float
 from kedro_edge.config import LatencyParams
@@ -64,26 +69,53 @@ def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     }
 
 
+@dataclass
+class StageEvaluation:
+    """One stage's figures, and per-image correctness for the paired comparisons."""
+
+    figures: dict[str, Any]
+    correct: np.ndarray
+    robust_correct: np.ndarray | None
+
+
 def evaluate_stage(
     onnx_model: onnx.ModelProto,
     module: nn.Module,
     splits: Splits,
     latency: LatencyParams,
     batch_size: int = 256,
-) -> dict[str, Any]:
-    """All figures for one stage: ``onnx_model`` is what runs, ``module`` the torch reference."""
+    robust_x: np.ndarray | None = None,
+    confidence: float = 0.95,
+) -> StageEvaluation:
+    """All figures for one stage: ``onnx_model`` is what runs, ``module`` the torch reference.
+
+    Accuracy is on the test split with its n and Wilson interval; ``robust_x`` (the perturbed
+    copy of the test images) adds the same for robust accuracy.
+    """
     x, y = splits.x("test"), splits.y("test")
     sess = session(onnx_model, latency.threads)
     logits = ort_predict(sess, x, batch_size)
+    correct = logits.argmax(1) == y
+    clean = acc.accuracy(correct, confidence)
     fp = footprint(to_float(module) if is_quantization_aware(module) else module, torch.from_numpy(x[:1]))
     times = latency_ms(sess, x[: min(len(x), 64)], latency)
-    return {
-        "accuracy": float((logits.argmax(1) == y).mean()),
-        "size_bytes": len(onnx_model.SerializeToString()),
-        "params": fp.params,
-        "macs": fp.macs,
-        "latency_p50_ms": float(np.percentile(times, 50)),
-        "latency_p90_ms": float(np.percentile(times, 90)),
-        "latency_runs": int(len(times)),
-        "torch_vs_onnx": agreement(predict(module, x, batch_size), logits),
+    figures: dict[str, Any] = {
+        "accuracy": clean.accuracy,
+        "accuracy_ci": [clean.ci_low, clean.ci_high],
+        "n": clean.n,
     }
+    robust_correct = None
+    if robust_x is not None:
+        robust_correct = ort_predict(sess, robust_x, batch_size).argmax(1) == y
+        robust = acc.accuracy(robust_correct, confidence)
+        figures.update(robust_accuracy=robust.accuracy, robust_accuracy_ci=[robust.ci_low, robust.ci_high])
+    figures.update(
+        size_bytes=len(onnx_model.SerializeToString()),
+        params=fp.params,
+        macs=fp.macs,
+        latency_p50_ms=float(np.percentile(times, 50)),
+        latency_p90_ms=float(np.percentile(times, 90)),
+        latency_runs=int(len(times)),
+        torch_vs_onnx=agreement(predict(module, x, batch_size), logits),
+    )
+    return StageEvaluation(figures, correct, robust_correct)

@@ -30,20 +30,43 @@ def _final(metrics: dict) -> dict:
     return metrics["stages"][metrics["final_stage"]]
 
 
-def max_accuracy_drop(metrics: dict, limit: float) -> GateResult:
-    """Final model's test accuracy may be at most ``limit`` points below the teacher's."""
-    drop = 100 * (metrics["stages"]["teacher"]["accuracy"] - _final(metrics)["accuracy"])
-    ok = drop <= limit
+def _drop_gate(gate: str, comparison: dict, limit: float, decision: str, what: str) -> GateResult:
+    """Refuse when the paired accuracy drop (teacher -> final model) exceeds ``limit`` points.
+
+    With ``decision='upper_bound'`` the drop's upper confidence bound must be within the limit:
+    the model is shown to lose at most ``limit`` points, not merely estimated to.
+    """
+    drop, low, high = -comparison["diff_points"], -comparison["ci_high_points"], -comparison["ci_low_points"]
+    value = high if decision == "upper_bound" else drop
+    ok = value <= limit
+    pct = round(100 * comparison["confidence"])
+    judged = f"upper {pct}% bound {high:.2f}" if decision == "upper_bound" else f"drop {drop:.2f}"
     return GateResult(
-        "max_accuracy_drop",
+        gate,
         ok,
-        drop,
+        value,
         limit,
-        f"accuracy drop {drop:.2f} points {'<=' if ok else '>'} {limit:.2f}",
+        f"{what} drop {drop:.2f} points, paired {pct}% CI [{low:.2f}, {high:.2f}], "
+        f"McNemar p={comparison['p_value']:.3g}, n={comparison['n']}: "
+        f"{judged} {'<=' if ok else '>'} {limit:.2f}",
     )
 
 
-def min_size_reduction(metrics: dict, limit: float) -> GateResult:
+def max_accuracy_drop(metrics: dict, limit: float, params: GateParams) -> GateResult:
+    """Final model's test accuracy may be at most ``limit`` points below the teacher's (paired)."""
+    comparison = _final(metrics)["vs_teacher"]["clean"]
+    return _drop_gate("max_accuracy_drop", comparison, limit, params.accuracy_decision, "accuracy")
+
+
+def max_robust_accuracy_drop(metrics: dict, limit: float, params: GateParams) -> GateResult:
+    """The same on the perturbed copy of the test split."""
+    comparison = _final(metrics)["vs_teacher"]["robust"]
+    return _drop_gate(
+        "max_robust_accuracy_drop", comparison, limit, params.accuracy_decision, "robust accuracy"
+    )
+
+
+def min_size_reduction(metrics: dict, limit: float, params: GateParams) -> GateResult:
     """teacher.onnx must be at least ``limit`` times the size of model.onnx."""
     factor = metrics["stages"]["teacher"]["size_bytes"] / _final(metrics)["size_bytes"]
     ok = factor >= limit
@@ -56,7 +79,7 @@ def min_size_reduction(metrics: dict, limit: float) -> GateResult:
     )
 
 
-def min_agreement(metrics: dict, limit: float) -> GateResult:
+def min_agreement(metrics: dict, limit: float, params: GateParams) -> GateResult:
     """model.onnx must predict the same class as its torch module on this share of test images."""
     share = _final(metrics)["torch_vs_onnx"]["top1_agreement"]
     ok = share >= limit
@@ -69,8 +92,9 @@ def min_agreement(metrics: dict, limit: float) -> GateResult:
     )
 
 
-GATES: dict[str, Callable[[dict, float], GateResult]] = {
+GATES: dict[str, Callable[[dict, float, GateParams], GateResult]] = {
     "max_accuracy_drop": max_accuracy_drop,
+    "max_robust_accuracy_drop": max_robust_accuracy_drop,
     "min_size_reduction": min_size_reduction,
     "min_agreement": min_agreement,
 }
@@ -78,8 +102,12 @@ GATES: dict[str, Callable[[dict, float], GateResult]] = {
 
 def evaluate_gates(metrics: dict, params: GateParams) -> list[GateResult]:
     """Every gate whose limit is set (``null`` switches a gate off)."""
-    limits = params.model_dump()
-    return [GATES[name](metrics, limit) for name, limit in limits.items() if limit is not None]
+    limits = {name: getattr(params, name) for name in GATES}
+    if "robust" not in _final(metrics).get("vs_teacher", {}):
+        limits["max_robust_accuracy_drop"] = None  # robustness evaluation switched off
+    if "vs_teacher" not in _final(metrics):
+        limits["max_accuracy_drop"] = limits["max_robust_accuracy_drop"] = None  # the teacher is final
+    return [GATES[name](metrics, limit, params) for name, limit in limits.items() if limit is not None]
 
 
 def enforce(results: list[dict], artifact: str = "model.onnx") -> None:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from types import TracebackType
 
+from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
+from rich.console import Console
 
+from kedro_edge import config
 from kedro_edge.config import validate_parameters
 from kedro_edge.errors import KedroEdgeError
+from kedro_edge.param_sources import ParamSources
+
+logger = logging.getLogger(__name__)
 
 
 def user_error(exc: BaseException) -> str | None:
@@ -39,6 +46,27 @@ def _one_line_excepthook(previous):
     return hook
 
 
+def _replace_stale_kwargs(context, sources: ParamSources) -> None:
+    """Give a switched ``class_path`` only its own ``kwargs`` (``ParamSources.replace_stale_kwargs``).
+
+    Parameters set on the config loader bypass its files (Kedro's documented override), so
+    ``context.params``, the ``params:`` catalog entries and so every node see the result.
+    """
+    loader = context.config_loader
+    try:
+        params = loader["parameters"]
+    except MissingConfigException:
+        return
+    fixed, notes = sources.replace_stale_kwargs(params)
+    if not notes:
+        return
+    loader["parameters"] = fixed
+    if getattr(context, "_validated_params_cache", None) is not None:
+        context._validated_params_cache = None  # another plugin's hook read context.params already
+    for note in notes:
+        logger.warning(note)  # Kedro shows only warnings from loggers outside its own
+
+
 class EdgeHooks:
     """Register in ``settings.py``: ``HOOKS = (EdgeHooks(),)``."""
 
@@ -48,4 +76,52 @@ class EdgeHooks:
         # naming the key/file/gate instead of a traceback; the exit code stays 1.
         if not getattr(sys.excepthook, "kedro_edge", False):
             sys.excepthook = _one_line_excepthook(sys.excepthook)
-        validate_parameters(context.params)
+        # which file (or --params) set each key: errors name it, and a switched class_path
+        # drops the kwargs that were written for the class it replaced
+        sources = ParamSources.from_loader(context.config_loader, context.project_path)
+        _replace_stale_kwargs(context, sources)
+        validate_parameters(context.params, sources)
+
+    @hook_impl
+    def before_pipeline_run(self, pipeline, catalog) -> None:
+        # A model class that cannot be imported (a typo, the user's module failing to import)
+        # stops the run before any node has replaced an artifact.
+        inputs = pipeline.inputs()
+        specs = []
+        if "params:model" in inputs:
+            model = catalog.get("params:model").load()  # not catalog.load: no "Loading data" log line
+            specs.append((config.parse(config.ModelSpec, model, "model"), "model"))
+        if "params:compression" in inputs:
+            compression = catalog.get("params:compression").load()
+            distill = config.parse(config.CompressionParams, compression, "compression").distill
+            if distill.enabled and distill.student is not None:
+                specs.append((distill.student, "compression.distill.student"))
+        if specs:
+            from kedro_edge.models import import_class  # torch loads only when a model is needed
+
+            for spec, key in specs:
+                import_class(spec.class_path, f"{key}.class_path")
+
+    @hook_impl
+    def after_node_run(self, node, outputs) -> None:
+        # keep the stage figures of this run (not a stale file) for the closing table
+        if node.name == "evaluate_models":
+            self._stage_metrics = next(iter(outputs.values()), None)
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._print_stage_table()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._print_stage_table()  # a refused gate: the figures that refused it
+
+    def _print_stage_table(self) -> None:
+        metrics = getattr(self, "_stage_metrics", None)
+        if metrics:
+            from kedro_edge.stages import summary_table  # torch and ORT load only when there is a table
+
+            console = Console()
+            console.width = max(console.width, 132)  # logs and CI have 80 columns: don't fold the figures
+            console.print(summary_table(metrics))
+            self._stage_metrics = None

@@ -12,7 +12,9 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa
 
 
 def compression_figure(metrics: dict) -> Figure:
-    """Left: accuracy vs p50 latency, bubble area ~ file size. Right: gains over the teacher."""
+    """Left: accuracy (with its interval) vs p50 latency, robust accuracy hollow, marker area ~
+    file size; the legend carries the labels, so stages close together never overlap.
+    Right: gains over the teacher."""
     stages = metrics["stages"]
     names = list(stages)
     acc = [100 * stages[n]["accuracy"] for n in names]
@@ -20,28 +22,57 @@ def compression_figure(metrics: dict) -> Figure:
     kib = [stages[n]["size_bytes"] / 1024 for n in names]
     colors = plt.cm.viridis([i / max(1, len(names) - 1) for i in range(len(names))])
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    left.scatter(p50, acc, s=[40 + 900 * k / max(kib) for k in kib], c=colors, alpha=0.75, edgecolors="k")
-    for name, x, y, k in zip(names, p50, acc, kib, strict=True):
-        left.annotate(
-            f"{name}\n{x:.3g} ms, {k:,.0f} KiB",
-            (x, y),
-            textcoords="offset points",
-            xytext=(0, -28),
-            ha="center",
-            fontsize=8,
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(18, 5.4), width_ratios=(1.2, 1, 1))
+    low_y: list[float] = []
+    for i, name in enumerate(names):
+        fig_ = stages[name]
+        ci = fig_.get("accuracy_ci") or [fig_["accuracy"]] * 2
+        err = [[acc[i] - 100 * ci[0]], [100 * ci[1] - acc[i]]]
+        area = 40 + 700 * kib[i] / max(kib)
+        left.errorbar(p50[i], acc[i], yerr=err, fmt="none", ecolor=colors[i], capsize=4, lw=1.2)
+        interval = f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+        label = f"{name}: {acc[i]:.2f}% {interval}, {p50[i]:.3g} ms, {kib[i]:,.0f} KiB"
+        left.scatter(
+            p50[i], acc[i], s=area, color=colors[i], alpha=0.8, edgecolors="k", label=label, zorder=3
+        )
+        low_y.append(100 * ci[0])
+        if "robust_accuracy" in fig_:
+            robust = 100 * fig_["robust_accuracy"]
+            left.scatter(
+                p50[i], robust, s=60, facecolors="none", edgecolors=colors[i], linewidths=1.5, zorder=3
+            )
+            left.plot([p50[i], p50[i]], [robust, acc[i]], color=colors[i], lw=0.6, ls=":")
+            low_y.append(robust)
+    if any("robust_accuracy" in stages[n] for n in names):
+        left.scatter(
+            [],
+            [],
+            s=60,
+            facecolors="none",
+            edgecolors="grey",
+            label="hollow: robust accuracy (perturbed test copy)",
         )
     left.set_xscale("log")
     left.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     left.xaxis.set_major_formatter(ScalarFormatter())
     left.xaxis.set_minor_formatter(NullFormatter())
-    spread = max(max(acc) - min(acc), 0.5)
-    left.set_ylim(min(acc) - 0.8 * spread, max(acc) + 0.3 * spread)
+    top, bottom = max(acc), min(low_y)
+    spread = max(top - bottom, 1.0)
+    left.set_ylim(bottom - 0.15 * spread, top + 0.15 * spread)
     left.set_xlim(min(p50) / 1.6, max(p50) * 1.6)
     left.set_xlabel("host latency p50, batch 1 (ms, log scale)")
-    left.set_ylabel("test accuracy, ONNX Runtime (%)")
-    left.set_title("accuracy vs latency (bubble area ~ file size)")
+    n = metrics.get("test_n") or stages[names[0]].get("n")
+    pct = round(100 * metrics.get("confidence", 0.95))
+    left.set_ylabel(
+        f"test accuracy, ONNX Runtime (%)\nn = {n:,} images, {pct}% intervals" if n else "test accuracy (%)"
+    )
+    left.set_title("accuracy vs latency (marker area ~ file size)")
     left.grid(alpha=0.3, which="both")
+    # labels in a legend below the axes: stages with close figures never write over each other
+    legend = left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7.5, frameon=False)
+    for handle in legend.legend_handles:
+        handle.set_sizes([50])
+    _paired_panel(middle, stages, names, colors)
 
     base = stages[names[0]]
     size_gain = [base["size_bytes"] / stages[n]["size_bytes"] for n in names]
@@ -61,6 +92,38 @@ def compression_figure(metrics: dict) -> Figure:
     right.margins(y=0.15)
     fig.tight_layout()
     return fig
+
+
+def _paired_panel(ax, stages: dict, names: list[str], colors) -> None:
+    """Each stage's paired accuracy change vs the teacher, clean and robust, with its interval."""
+    rows = [(i, n) for i, n in enumerate(names) if "vs_teacher" in stages[n]]
+    for offset, kind, marker in ((-0.12, "clean", "o"), (0.12, "robust", "s")):
+        for i, name in rows:
+            comp = stages[name]["vs_teacher"].get(kind)
+            if comp is None:
+                continue
+            d = comp["diff_points"]
+            err = [[d - comp["ci_low_points"]], [comp["ci_high_points"] - d]]
+            ax.errorbar(
+                i + offset,
+                d,
+                yerr=err,
+                fmt=marker,
+                color=colors[i],
+                capsize=4,
+                mfc=colors[i] if kind == "clean" else "none",
+                label=kind if i == rows[0][0] else None,
+            )
+            ax.annotate(f"{d:+.2f}", (i + offset, d), textcoords="offset points", xytext=(8, -3), fontsize=7)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    ax.set_ylabel("accuracy change vs teacher (points)")
+    n = next((stages[n]["vs_teacher"]["clean"]["n"] for _, n in rows), None)
+    ax.set_title(f"paired change vs teacher, same {n:,} images (95% CI)" if n else "paired change vs teacher")
+    ax.grid(alpha=0.3, axis="y")
+    if rows:
+        ax.legend(loc="lower left", fontsize=8, title="filled: clean, hollow: robust", title_fontsize=7)
 
 
 def device_latency_figure(report: dict) -> Figure:

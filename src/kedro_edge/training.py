@@ -18,7 +18,7 @@ from torch import nn
 from kedro_edge.data import Splits, batches
 from kedro_edge.progress import progress_bar
 
-# (student logits, labels, inputs) -> scalar loss
+# (student logits, labels, inputs or the rows of fit's ``targets``) -> scalar loss
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -64,8 +64,13 @@ def fit(
     seed: int = 0,
     loss_fn: LossFn = cross_entropy,
     description: str = "train",
+    targets: np.ndarray | None = None,
 ) -> FitResult:
-    """Train ``model`` in place (AdamW, cosine schedule); keep the best-validation weights."""
+    """Train ``model`` in place (AdamW, cosine schedule); keep the best-validation weights.
+
+    ``targets`` (one row per training sample, e.g. a teacher's logits computed once) is
+    handed to ``loss_fn`` batch by batch in place of the inputs.
+    """
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
@@ -77,9 +82,13 @@ def fit(
         for epoch in range(epochs):
             model.train()
             losses = []
-            for xb, yb in batches(splits.x("train"), splits.y("train"), batch_size, True, seed + epoch):
+            x_train = splits.x("train")
+            index = np.arange(len(x_train))
+            for ib, yb in batches(index, splits.y("train"), batch_size, True, seed + epoch):
+                xb = torch.from_numpy(x_train[ib.numpy()])
+                extra = xb if targets is None else torch.from_numpy(targets[ib.numpy()])
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(xb), yb, xb)
+                loss = loss_fn(model(xb), yb, extra)
                 loss.backward()
                 opt.step()
                 losses.append(loss.item())

@@ -33,10 +33,19 @@ TINY = {
     "parameters_validation.yml": {
         "validation": {
             "latency": {"warmup": 2, "min_runs": 10, "min_seconds": 0},
-            "gates": {"max_accuracy_drop": None, "min_size_reduction": 1.0, "min_agreement": None},
+            "gates": {
+                "max_accuracy_drop": None,
+                "max_robust_accuracy_drop": None,
+                "min_size_reduction": 1.0,
+                "min_agreement": None,
+            },
         }
     },
 }
+
+
+# the default task, small: 600 glyphs at 12x12 (the full default is 20,000 at 32x32)
+TINY_RAW = {"n_per_class": 60, "size": 12}
 
 
 def env() -> dict[str, str]:
@@ -75,6 +84,10 @@ def copy_project(dest: Path, with_dvc: bool = False) -> Path:
         (dest / "data" / layer.name / ".gitkeep").touch()
     for name, params in TINY.items():
         (dest / "conf" / "base" / name).write_text(yaml.safe_dump(params, sort_keys=False))
+    catalog_file = dest / "conf" / "base" / "catalog.yml"
+    catalog = yaml.safe_load(catalog_file.read_text())
+    catalog["raw_images"].update(TINY_RAW)
+    catalog_file.write_text(yaml.safe_dump(catalog, sort_keys=False))
     if with_dvc:
         for name in ("dvc.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"):
             (dest / name).parent.mkdir(exist_ok=True)

@@ -61,8 +61,8 @@ def _fails_in_one_line(result: subprocess.CompletedProcess, *needles: str) -> st
 @pytest.mark.parametrize(
     ("params", "needles"),
     [
-        ("compression.prune.ratoi=0.5", ["unknown parameter key 'compression.prune.ratoi'"]),
-        ("compression.prune.ratio=1.5", ["parameters_compression.yml", "'compression.prune.ratio'"]),
+        ("compression.prune.ratoi=0.5", ["--params: unknown parameter key 'compression.prune.ratoi'"]),
+        ("compression.prune.ratio=1.5", ["--params: parameter 'compression.prune.ratio'"]),
         ("training.epochs=0", ["'training.epochs'", "greater than or equal to 1"]),
         ("model.class_path=nowhere.Model", ["'model.class_path'", "cannot import 'nowhere.Model'"]),
     ],

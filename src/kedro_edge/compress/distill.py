@@ -14,7 +14,7 @@ from torch import nn
 
 from kedro_edge.config import DistillParams, TrainParams
 from kedro_edge.data import Splits
-from kedro_edge.training import FitResult, fit
+from kedro_edge.training import FitResult, fit, predict
 
 
 def distillation_loss(
@@ -38,12 +38,14 @@ def distillation_loss(
 def distill(
     student: nn.Module, teacher: nn.Module, splits: Splits, cfg: DistillParams, train: TrainParams
 ) -> FitResult:
-    """Train ``student`` in place against the frozen ``teacher``'s soft targets."""
-    teacher.eval()
+    """Train ``student`` in place against the frozen ``teacher``'s soft targets.
 
-    def loss_fn(logits: torch.Tensor, labels: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            targets = teacher(inputs)
+    The teacher's logits are computed once for the training split (no augmentation, so they
+    never change): each epoch then costs the student's passes only.
+    """
+    teacher_logits = predict(teacher, splits.x("train"))
+
+    def loss_fn(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return distillation_loss(logits, targets, labels, cfg.temperature, cfg.alpha)
 
     return fit(
@@ -57,4 +59,5 @@ def distill(
         seed=train.seed,
         loss_fn=loss_fn,
         description="distill",
+        targets=teacher_logits,
     )

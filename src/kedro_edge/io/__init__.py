@@ -3,14 +3,16 @@
 Local files only: a crash mid-write leaves the previous good artifact in place.
 """
 
-from kedro_edge.io.arrays import DigitsDataset, ImageFolderDataset, ImageNpzDataset, NpzDataset
+from kedro_edge.io.arrays import DigitsDataset, GlyphsDataset, ImageFolderDataset, ImageNpzDataset, NpzDataset
 from kedro_edge.io.fleet import FleetDataset, ModelFile, ModelFileDataset
 from kedro_edge.io.models import OnnxModelDataset, TorchModuleDataset
 from kedro_edge.io.reports import JsonDataset, PngDataset, TextDataset
+from kedro_edge.io.tabular import TabularDataset
 
 __all__ = [
     "DigitsDataset",
     "FleetDataset",
+    "GlyphsDataset",
     "ImageFolderDataset",
     "ImageNpzDataset",
     "JsonDataset",
@@ -19,6 +21,7 @@ __all__ = [
     "NpzDataset",
     "OnnxModelDataset",
     "PngDataset",
+    "TabularDataset",
     "TextDataset",
     "TorchModuleDataset",
 ]

@@ -49,7 +49,7 @@ def distill_student(
     splits = data.Splits(model_input)
     if cfg.distill.student is not None:
         student = build_model(
-            cfg.distill.student, splits.input_shape[1], splits.num_classes, key="compression.distill.student"
+            cfg.distill.student, splits.input_shape, splits.num_classes, key="compression.distill.student"
         )
         if cfg.quantize.enabled:
             calib = data.calibration_samples(splits, cfg.quantize.calibration_samples)

@@ -1,4 +1,4 @@
-"""Training nodes: raw images -> checked, seeded splits -> FP32 teacher."""
+"""Training nodes: raw images or feature vectors -> checked, seeded splits -> FP32 teacher."""
 
 from __future__ import annotations
 
@@ -13,10 +13,19 @@ from kedro_edge.training import fit
 
 
 def split_dataset(raw: dict[str, np.ndarray], params: dict) -> dict[str, np.ndarray]:
-    """Checked, stratified, seeded train/val/test arrays (``x_train``, ``y_train``, ...)."""
+    """Checked, stratified, seeded train/val/test arrays (``x_train``, ``y_train``, ...).
+
+    Images are resized to ``data.image_size``. Feature vectors are standardised with the
+    training split's mean and std, which are returned too (``feature_mean``, ``feature_std``).
+    """
     cfg = config.parse(config.DataParams, params, "data")
-    if not isinstance(raw, dict) or not {"images", "labels"} <= raw.keys():
-        raise DataError("raw_images: expected a dict with 'images' and 'labels'")
+    kind = next((k for k in ("images", "features") if isinstance(raw, dict) and k in raw), None)
+    if kind is None or "labels" not in raw:
+        raise DataError("raw_images: expected a dict with 'images' or 'features', and 'labels'")
+    if kind == "features":
+        x, labels = data.check_features(raw["features"], raw["labels"], "raw_images")
+        split = data.split_arrays(x, labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, None)
+        return data.standardise(split)
     images, labels = data.check_arrays(raw["images"], raw["labels"], "raw_images")
     return data.split_arrays(images, labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.image_size)
 
@@ -27,7 +36,7 @@ def train_teacher(model_input: dict[str, np.ndarray], model: dict, training: dic
     cfg = config.parse(config.TrainParams, training, "training")
     splits = data.Splits(model_input)
     torch.manual_seed(cfg.seed)  # the initial weights are part of the reproducible run
-    teacher = build_model(spec, splits.input_shape[1], splits.num_classes)
+    teacher = build_model(spec, splits.input_shape, splits.num_classes)
     fit(
         teacher,
         splits,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -9,9 +10,12 @@ import onnx
 from matplotlib.figure import Figure
 from torch import nn
 
-from kedro_edge import config, data, evaluate, export, gate, plots
+from kedro_edge import config, data, evaluate, export, gate, plots, robustness
+from kedro_edge import stages as compare_stages
 from kedro_edge.compress import quantize
 from kedro_edge.io.fleet import ModelFile
+
+log = logging.getLogger(__name__)
 
 
 def evaluate_models(
@@ -39,11 +43,23 @@ def evaluate_models(
         stages["distilled"] = (export.to_onnx(float_student, shape, opset), float_student)
     if comp.quantize.enabled:
         stages["int8"] = (model_onnx, student)  # the fake-quant module simulates the INT8 graph
-    figures = {
-        name: evaluate.evaluate_stage(m, mod, splits, cfg.latency, cfg.batch_size)
+    robust_x = robustness.perturbed_copy(splits.x("test"), cfg.robustness) if cfg.robustness.enabled else None
+    evaluations = {
+        name: evaluate.evaluate_stage(m, mod, splits, cfg.latency, cfg.batch_size, robust_x, cfg.confidence)
         for name, (m, mod) in stages.items()
     }
-    metrics = {"final_stage": list(stages)[-1], "stages": figures, "latency_threads": cfg.latency.threads}
+    figures = compare_stages.compare(evaluations, cfg)
+    metrics = {
+        "final_stage": list(stages)[-1],
+        "test_n": len(splits.y("test")),
+        "confidence": cfg.confidence,
+        "robustness": cfg.robustness.model_dump() if cfg.robustness.enabled else None,
+        "stages": figures,
+        "latency_threads": cfg.latency.threads,
+    }
+    metrics["warnings"] = compare_stages.regressions(figures, cfg)
+    for finding in metrics["warnings"]:
+        log.warning(finding["message"])
     metrics["gates"] = [r.to_dict() for r in gate.evaluate_gates(metrics, cfg.gates)]
     metrics["passed"] = all(r["passed"] for r in metrics["gates"])
     return metrics
@@ -55,8 +71,10 @@ def plot_compression(metrics: dict) -> Figure:
 
 def stage_table(metrics: dict) -> list[dict[str, Any]]:
     """One flat record per stage: the data-series form ``dvc plots`` draws and diffs."""
-    keys = ("accuracy", "size_bytes", "params", "macs", "latency_p50_ms", "latency_p90_ms")
-    return [{"stage": name, **{k: fig[k] for k in keys}} for name, fig in metrics["stages"].items()]
+    keys = ("accuracy", "robust_accuracy", "size_bytes", "params", "macs", "latency_p50_ms", "latency_p90_ms")
+    return [
+        {"stage": name, **{k: fig[k] for k in keys if k in fig}} for name, fig in metrics["stages"].items()
+    ]
 
 
 def enforce_gates(metrics: dict, model_file: ModelFile, *_written: Any) -> dict[str, Any]:

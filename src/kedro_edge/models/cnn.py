@@ -1,20 +1,11 @@
-"""Model architectures: the built-in reference CNN and a factory for any ``nn.Module``.
-
-``build_model`` takes a class by import path (``package.module.Class``) with keyword
-arguments from parameters, so a user's own architecture needs no code in this package.
-"""
+"""The reference residual CNN and the conv-BN-ReLU unit it is built from."""
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from collections.abc import Sequence
 
 import torch
 from torch import nn
-
-from kedro_edge.config import ModelSpec
-from kedro_edge.errors import ConfigError
 
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -67,29 +58,3 @@ class ResidualCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
-
-
-def import_class(path: str, key: str) -> type:
-    """Import ``package.module.Class``; a ``ConfigError`` naming ``key`` if that fails."""
-    module_name, _, attr = path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"parameter '{key}': cannot import '{path}' ({exc})") from None
-    if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
-        raise ConfigError(f"parameter '{key}': '{path}' is not a torch.nn.Module class")
-    return cls
-
-
-def build_model(spec: ModelSpec, in_channels: int, num_classes: int, key: str = "model") -> nn.Module:
-    """Instantiate ``spec``; ``in_channels``/``num_classes`` are filled in when the class takes them."""
-    cls = import_class(spec.class_path, f"{key}.class_path")
-    kwargs = dict(spec.kwargs)
-    accepted = inspect.signature(cls).parameters
-    for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
-        if name in accepted and name not in kwargs:
-            kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"parameter '{key}.kwargs': {spec.class_path}: {exc}") from None

@@ -1,0 +1,156 @@
+"""Accuracy with its uncertainty: intervals for one model, paired comparisons for two.
+
+An accuracy figure without n and an interval cannot tell a real loss from the luck of the
+test draw. For one model: the Wilson score interval (good coverage at accuracies near 100%,
+where the normal approximation collapses). For two models on the *same* images the images
+are the pairing: only the discordant ones (one right, the other wrong) carry information, so
+
+- the exact McNemar test is a two-sided binomial test on those discordant counts, and
+- the paired bootstrap resamples images, i.e. draws the four (right/wrong x right/wrong) cell
+  counts from a multinomial: the same distribution as resampling rows, without the rows.
+
+Differences are reported in percentage points, ``candidate - reference`` (negative = a drop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """``correct`` of ``n`` right, as a share with a ``confidence`` interval."""
+
+    n: int
+    correct: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Candidate vs reference on the same ``n`` images; ``diff_points`` < 0 is a loss.
+
+    ``only_reference_right`` / ``only_candidate_right`` are the discordant counts McNemar uses.
+    """
+
+    n: int
+    reference_accuracy: float
+    candidate_accuracy: float
+    diff_points: float
+    ci_low_points: float
+    ci_high_points: float
+    p_value: float
+    only_reference_right: int
+    only_candidate_right: int
+    confidence: float
+
+    @property
+    def drop_points(self) -> float:
+        return -self.diff_points
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return describe(self.to_dict())
+
+
+def describe(comparison: dict) -> str:
+    """A paired comparison (``PairedComparison.to_dict()``) in one line, e.g.
+    '-0.42 points [-0.71, -0.13] (paired 95% CI, McNemar p=0.006, n=5200)'."""
+    pct = round(100 * comparison["confidence"])
+    return (
+        f"{comparison['diff_points']:+.2f} points [{comparison['ci_low_points']:+.2f}, "
+        f"{comparison['ci_high_points']:+.2f}] (paired {pct}% CI, McNemar p={comparison['p_value']:.3g}, "
+        f"n={comparison['n']})"
+    )
+
+
+def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion ``correct / n``."""
+    if n <= 0:
+        raise ValueError("n must be positive")
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    p = correct / n
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def accuracy(correct: np.ndarray, confidence: float = 0.95) -> Accuracy:
+    """Accuracy of a boolean per-image ``correct`` vector, with its Wilson interval."""
+    correct = np.asarray(correct, dtype=bool)
+    n, k = correct.size, int(correct.sum())
+    low, high = wilson_interval(k, n, confidence)
+    return Accuracy(n, k, k / n, low, high, confidence)
+
+
+def mcnemar_exact(only_reference_right: int, only_candidate_right: int) -> float:
+    """Two-sided exact McNemar p-value: binomial test of the discordant pairs against 1/2."""
+    discordant = only_reference_right + only_candidate_right
+    if discordant == 0:
+        return 1.0
+    return float(stats.binomtest(only_candidate_right, discordant, 0.5).pvalue)
+
+
+def paired_bootstrap_interval(
+    counts: tuple[int, int, int, int], confidence: float = 0.95, resamples: int = 20000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile interval of the accuracy difference (candidate - reference), as a share.
+
+    ``counts`` = (both right, only reference right, only candidate right, both wrong).
+    Resampling n images with replacement is a multinomial draw of these four counts.
+    """
+    counts_arr = np.asarray(counts, dtype=np.int64)
+    n = int(counts_arr.sum())
+    draws = np.random.default_rng(seed).multinomial(n, counts_arr / n, size=resamples)
+    diffs = (draws[:, 2] - draws[:, 1]) / n
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(diffs, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def paired(
+    reference_correct: np.ndarray,
+    candidate_correct: np.ndarray,
+    confidence: float = 0.95,
+    resamples: int = 20000,
+    seed: int = 0,
+) -> PairedComparison:
+    """Compare two models' per-image correctness on the same images."""
+    ref = np.asarray(reference_correct, dtype=bool)
+    cand = np.asarray(candidate_correct, dtype=bool)
+    if ref.shape != cand.shape or ref.ndim != 1 or ref.size == 0:
+        raise ValueError(
+            f"paired comparison needs two equal-length 1-D vectors, got {ref.shape} and {cand.shape}"
+        )
+    n = ref.size
+    counts = (
+        int((ref & cand).sum()),
+        int((ref & ~cand).sum()),
+        int((~ref & cand).sum()),
+        int((~ref & ~cand).sum()),
+    )
+    low, high = paired_bootstrap_interval(counts, confidence, resamples, seed)
+    return PairedComparison(
+        n=n,
+        reference_accuracy=float(ref.mean()),
+        candidate_accuracy=float(cand.mean()),
+        diff_points=100 * (counts[2] - counts[1]) / n,
+        ci_low_points=100 * low,
+        ci_high_points=100 * high,
+        p_value=mcnemar_exact(counts[1], counts[2]),
+        only_reference_right=counts[1],
+        only_candidate_right=counts[2],
+        confidence=confidence,
+    )
