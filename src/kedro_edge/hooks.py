@@ -122,6 +122,6 @@ class EdgeHooks:
             from kedro_edge.stages import summary_table  # torch and ORT load only when there is a table
 
             console = Console()
-            console.width = max(console.width, 132)  # logs and CI have 80 columns: don't fold the figures
+            console.width = max(console.width, 140)  # logs and CI have 80 columns: don't fold the figures
             console.print(summary_table(metrics))
             self._stage_metrics = None

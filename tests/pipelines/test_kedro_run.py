@@ -142,3 +142,19 @@ def test_a_refused_gate_fails_after_writing_the_figures(project):
     metrics = json.loads((reports / "compression_metrics.json").read_text())
     assert metrics["passed"] is False
     assert (reports / "compression.png").exists()
+
+
+def test_the_accuracy_gate_refuses_with_the_paired_figure_interval_and_n(project):
+    result = kedro(
+        project, "run", "--pipelines", "validation", "--params", "validation.gates.max_accuracy_drop=0"
+    )
+    last = _fails_in_one_line(result, "gate 'max_accuracy_drop' refused model.onnx: accuracy drop")
+    metrics = json.loads((project / "data" / "08_reporting" / "compression_metrics.json").read_text())
+    n = metrics["test_n"]
+    assert f"n={n}" in last and "paired 95% CI [" in last and "McNemar p=" in last
+    assert "upper 95% bound" in last  # judged on the interval, not the point
+    int8 = metrics["stages"]["int8"]
+    assert int8["n"] == n and len(int8["accuracy_ci"]) == 2
+    assert int8["robust_accuracy_ci"][0] <= int8["robust_accuracy"] <= int8["robust_accuracy_ci"][1]
+    assert set(int8["vs_teacher"]) == {"clean", "robust"} and int8["vs_previous"]["stage"] == "distilled"
+    assert "what each stage bought" in result.stdout  # the closing table, also when a gate refuses
