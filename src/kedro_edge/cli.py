@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kedro_edge.errors import KedroEdgeError
-from kedro_edge.fleet.deploy import rollback_devices, survey
+from kedro_edge.fleet.deploy import rollback_devices, survey, trust_host_keys
 from kedro_edge.fleet.inventory import load_fleet
 
 DEVICES_FILE = click.option(
@@ -113,17 +113,25 @@ def devices(metadata, devices_file: str, names: str | None, group: str | None, m
 @_select
 @click.pass_obj
 def trust(metadata, devices_file: str, names: str | None, group: str | None) -> None:
-    """Accept the devices' current host keys and record them in their known_hosts (explicit opt-in)."""
-    _, _, outcomes = _on_devices(
-        metadata,
-        devices_file,
-        names,
-        group,
-        lambda fleet, chosen: survey(fleet, chosen, trust_new_host_keys=True),
-    )
+    """Accept the devices' current host keys and record them in their known_hosts (explicit opt-in).
+
+    Prints the SHA256 fingerprint accepted for each device: compare it with the device's own
+    (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on its console).
+    """
+    _, _, outcomes = _on_devices(metadata, devices_file, names, group, trust_host_keys)
     for o in outcomes:
-        click.echo(f"{o.device}: {'trusted and recorded' if o.status == 'ok' else o.error}")
+        click.echo(f"{o.device}: {_trusted(o.data) if o.status == 'ok' else o.error}")
     _exit_if_any_failed(outcomes)
+
+
+def _trusted(key: dict) -> str:
+    if key["fingerprint"] is None:
+        return "local device, no host key"
+    if key["pinned"]:
+        return f"{key['fingerprint']} matches the fingerprint pinned in devices.yml (nothing recorded)"
+    if key["recorded"]:
+        return f"{key['fingerprint']} trusted and recorded in {key['known_hosts']}"
+    return f"{key['fingerprint']} already trusted in {key['known_hosts']}"
 
 
 def _last_figures(root: Path) -> dict[tuple[str, str], dict]:

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
+from kedro_edge.bench.stats import pairs_of, smallest_p_value
 from kedro_edge.errors import ConfigError
 
 
@@ -140,12 +142,26 @@ class ValidationParams(_Strict):
 
 class RegressionParams(_Strict):
     enabled: bool = True  # candidate vs the active release, interleaved on each device
-    alpha: float = Field(0.05, gt=0, lt=1)  # significance of the one-sided Mann-Whitney U test
+    alpha: float = Field(0.05, gt=0, lt=1)  # of the one-sided Wilcoxon signed-rank test on pairs
     # and the slowdown must exceed this (0.05 = 5%). Not below 1%: both models' blocks share two
     # sessions in one process, so tiny per-session offsets are "significant" (measured: 8 of 20
     # A/A trials had p < 0.05, at +0.1-0.4%); the tolerance keeps them from blocking a release.
     tolerance: float = Field(0.05, ge=0.01)
-    blocks: int = Field(10, ge=3)  # A B, B A, ... blocks, each min_runs/blocks queries
+    blocks: int = Field(10, ge=3)  # A B, B A, ... pairs of blocks, each min_runs/blocks queries
+
+    @model_validator(mode="after")
+    def _can_call_a_regression(self) -> RegressionParams:
+        # The exact test's p cannot go below 1/2^pairs: with alpha at or under that, the gate
+        # would pass every candidate however slow (blocks 3: 0.125; 4: 0.0625; 5: 0.031).
+        smallest = smallest_p_value(pairs_of(self.blocks))
+        if self.enabled and smallest >= self.alpha:
+            raise PydanticCustomError(
+                "regression_cannot_fire",
+                "blocks {blocks} with alpha {alpha} can never call a regression (smallest achievable "
+                "one-sided p = {p} >= alpha); use more blocks or a larger alpha",
+                {"blocks": self.blocks, "alpha": f"{self.alpha:g}", "p": f"{smallest:.3g}"},
+            )
+        return self
 
 
 Wave = Annotated[int, Field(ge=1)] | Annotated[str, StringConstraints(pattern=r"^\d{1,3}(\.\d+)?%$")]

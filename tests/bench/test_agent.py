@@ -83,10 +83,21 @@ def test_leftovers_of_an_interrupted_transfer_are_cleaned_by_the_next_install(tm
     assert sorted(p.name for p in (wd / "versions").iterdir()) == [sha]
 
 
-def test_facts_describe_the_machine(tmp_path):
-    facts = call("facts", str(tmp_path / "new workdir"))
+def test_facts_describe_the_machine_and_create_nothing(tmp_path):
+    facts = call("facts", str(tmp_path / "new workdir" / "nested"))
     assert facts["cpu_count"] >= 1 and facts["python"].startswith("3.")
     assert facts["disk_free_bytes"] > 0 and facts["current"] is None
+    assert list(tmp_path.iterdir()) == []  # a workdir that isn't there stays so
+
+
+def test_facts_run_from_the_command_line_source_as_status_does(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", AGENT.read_text(), "facts", "relative workdir"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    facts = json.loads(done.stdout)
+    assert done.returncode == 0 and facts["ok"] and facts["workdir"] == str(tmp_path / "relative workdir")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("threads", [1])

@@ -113,7 +113,7 @@ def test_a_second_good_release_is_compared_interleaved_and_promoted(fleet, tmp_p
         m = entry["measurement"]
         assert len(m["block_p50_ms"]) == CFG.regression.blocks == len(m["baseline"]["block_p50_ms"])
         (gate,) = entry["gates"]
-        assert gate["passed"] and "Mann-Whitney" in gate["reason"]
+        assert gate["passed"] and "Wilcoxon signed-rank" in gate["reason"]
     assert all(active(fleet, n) == release.sha256 for n in MAIN)
     STATE["previous"], STATE["good"] = STATE["good"], release.sha256
 

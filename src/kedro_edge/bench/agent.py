@@ -6,7 +6,7 @@ Shipped to ``<workdir>/agent/<sha256>.py`` and run with the device's own interpr
 numpy and onnxruntime. Every command prints one JSON object on stdout. It imports nothing
 of kedro-edge: the device needs none of the controller's packages.
 
-    agent.py facts   WORKDIR
+    agent.py facts   WORKDIR                             reads only (also run as `python -c`)
     agent.py install WORKDIR SHA256 STAGING [--activate] [--lease ID] [--lock-timeout S]
     agent.py activate WORKDIR SHA256 [--lease ID]        current -> SHA256, previous -> old current
     agent.py rollback WORKDIR [--to SHA256] [--lease ID] current -> previous (or SHA256)
@@ -44,9 +44,11 @@ def sha256_of(path):
 
 
 def facts(workdir):
-    """What this device is: architecture, CPUs, memory, free disk, Python and onnxruntime."""
-    os.makedirs(workdir, exist_ok=True)
-    disk = shutil.disk_usage(workdir)
+    """What this device is: architecture, CPUs, memory, free disk, Python and onnxruntime.
+
+    Reads only: a workdir that doesn't exist stays so (free disk is where it would be made).
+    """
+    disk = shutil.disk_usage(_nearest_existing(workdir))
     memory = None
     with contextlib.suppress(OSError, ValueError, IndexError):
         with open("/proc/meminfo") as fh:
@@ -70,6 +72,13 @@ def facts(workdir):
         "current": _target(os.path.join(workdir, CURRENT)),
         "previous": _target(os.path.join(workdir, PREVIOUS)),
     }
+
+
+def _nearest_existing(path):
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
 
 
 def _target(link):

@@ -15,7 +15,7 @@ import numpy as np
 
 from kedro_edge.fleet import rollout
 from kedro_edge.fleet.inventory import Device, Fleet
-from kedro_edge.fleet.ssh import Endpoint, connect
+from kedro_edge.fleet.ssh import Endpoint, SSHEndpoint, connect
 
 
 def parity(reference: np.ndarray, device_outputs: list) -> dict[str, float]:
@@ -110,6 +110,28 @@ def survey(
             endpoint.close()
 
     return rollout.for_each(fleet.devices if devices is None else devices, ask, max_parallel, "survey")
+
+
+def trust_host_keys(
+    fleet: Fleet, devices: list[Device] | None = None, max_parallel: int = 16
+) -> list[rollout.Outcome]:
+    """Accept each device's host key if its known_hosts lacks it, and record it there (explicit opt-in).
+
+    Runs nothing on the devices. A changed or ``@revoked`` key is still refused, and so is a device
+    with no known_hosts file to record into. Each outcome's data is ``SSHEndpoint.host_key``'s.
+    """
+    root = Path(fleet.root)
+
+    def accept(device: Device) -> dict[str, Any]:
+        endpoint = connect(device, root, trust_new_key=True)
+        try:
+            if not isinstance(endpoint, SSHEndpoint):
+                return {"fingerprint": None, "recorded": False, "known_hosts": None, "pinned": False}
+            return endpoint.host_key()
+        finally:
+            endpoint.close()
+
+    return rollout.for_each(fleet.devices if devices is None else devices, accept, max_parallel, "trust")
 
 
 def rollback_devices(

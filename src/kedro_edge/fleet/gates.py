@@ -60,7 +60,7 @@ BUDGET_GATES: dict[str, Callable[[dict, float], GateResult]] = {
 
 
 def no_regression(m: dict, alpha: float, tolerance: float) -> GateResult:
-    """Candidate vs the active release, measured interleaved on this device."""
+    """Candidate vs the active release, measured interleaved in A/B pairs of blocks on this device."""
     base = m.get("baseline")
     if base is None:
         return GateResult("no_regression", True, 0.0, tolerance, "no active release on the device to compare")
@@ -68,7 +68,8 @@ def no_regression(m: dict, alpha: float, tolerance: float) -> GateResult:
     verdict = "regression" if r["regressed"] else "no regression"
     reason = (
         f"{verdict}: p50 {m['p50_ms']:.4g} vs {base['p50_ms']:.4g} ms ({r['slowdown']:+.1%}, "
-        f"tolerance {tolerance:.0%}, Mann-Whitney p={r['p_value']:.2g}, alpha {alpha:g})"
+        f"tolerance {tolerance:.0%}; one-sided {r['test']} on {r['pairs']} A/B pairs, "
+        f"{r['slower_pairs']} slower: p={r['p_value']:.2g}, alpha {alpha:g})"
     )
     return GateResult("no_regression", not r["regressed"], r["slowdown"], tolerance, reason)
 

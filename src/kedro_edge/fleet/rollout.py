@@ -179,10 +179,15 @@ def switch(
 
 
 def facts(endpoint: Endpoint) -> dict[str, Any]:
-    """What the device is (architecture, CPUs, memory, disk, Python, onnxruntime)."""
-    state = ensure_agent(endpoint)
-    argv = [python_of(endpoint.device), agent_path(state["workdir"]), "facts", state["workdir"]]
-    result = _agent_json(endpoint.run(argv), endpoint.device, "facts")
+    """What the device is (architecture, CPUs, memory, disk, Python, onnxruntime, active versions).
+
+    Read-only, in one command: the agent's source goes on the command line (``python -c``), so
+    nothing is uploaded and a device without a workdir is left without one. (It is ~17 KB; one
+    argument may hold 128 KB on Linux.)
+    """
+    device = endpoint.device
+    argv = [python_of(device), "-c", AGENT_SOURCE.decode(), "facts", workdir_of(device)]
+    result = _agent_json(endpoint.run(argv), device, "facts")
     result.pop("ok", None)
     return result
 

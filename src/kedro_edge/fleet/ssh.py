@@ -2,9 +2,11 @@
 
 Fabric's ``Connection`` accepts any host key (it installs paramiko's ``AutoAddPolicy`` and
 never loads known_hosts). Here every connection loads the device's known_hosts and refuses
-unknown or changed keys, unless the key is pinned by fingerprint or the user opted in to
-trusting new keys, which records them. Commands are argument lists, quoted for the remote
-shell with ``shlex``: nothing from devices.yml or file names reaches a shell unquoted.
+unknown, changed or ``@revoked`` keys, unless the key is pinned by fingerprint or the user
+opted in to trusting new keys, which appends them to that known_hosts (``known_hosts.record``:
+never paramiko's ``save_host_keys``, which rewrites the file). Commands are argument lists,
+quoted for the remote shell with ``shlex``: nothing from devices.yml or file names reaches a
+shell unquoted.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import paramiko
 from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
 from kedro_edge.errors import KedroEdgeError
+from kedro_edge.fleet import known_hosts
 from kedro_edge.fleet.inventory import Device
 
 
@@ -64,6 +68,36 @@ class _PinnedKey(paramiko.MissingHostKeyPolicy):
             )
 
 
+class _KnownHostsPolicy(paramiko.MissingHostKeyPolicy):
+    """A key known_hosts lacks: refused, or (``record_in``: trusting) appended to that file."""
+
+    def __init__(self, known: known_hosts.KnownHosts, record_in: Path | None) -> None:
+        self.known, self.record_in = known, record_in
+        self.recorded = False
+
+    def missing_host_key(self, client, hostname, key) -> None:
+        if self.known.is_revoked(key):
+            revoked = f"host key {fingerprint(key)} is marked @revoked in known_hosts; refusing"
+            raise paramiko.SSHException(revoked)
+        if self.record_in is None:
+            raise paramiko.SSHException(f"Server {hostname!r} not found in known_hosts")
+        try:
+            self.recorded = known_hosts.record(self.record_in, hostname, key)
+        except OSError as exc:
+            raise paramiko.SSHException(
+                f"cannot record its host key in {self.record_in} ({exc.strerror or exc})"
+            ) from None
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def known_hosts_path(device: Device) -> Path | None:
+    """The device's known_hosts on this machine; None if it has none or ``~`` has no home to expand to."""
+    if not device.known_hosts:
+        return None
+    expanded = os.path.expanduser(device.known_hosts)
+    return None if expanded.startswith("~") else Path(expanded)
+
+
 @dataclass
 class SSHEndpoint:
     """One device over one SSH connection (opened on first use, closed by ``close``)."""
@@ -81,19 +115,25 @@ class SSHEndpoint:
             d.host, user=d.user, port=d.port, connect_timeout=d.connect_timeout, connect_kwargs=kwargs
         )
         client = self.conn.client
+        self.known_hosts = known_hosts_path(d)
+        self._policy: _KnownHostsPolicy | None = None
         if d.host_key_fingerprint:
             client.set_missing_host_key_policy(_PinnedKey(d.host_key_fingerprint))
             return
-        known = Path(os.path.expanduser(d.known_hosts)) if d.known_hosts else None
-        if known is not None and known.is_file():
-            client.load_host_keys(str(known))  # also where AutoAddPolicy records a trusted key
-        elif known is not None and self.trust_new_key:
-            known.parent.mkdir(parents=True, exist_ok=True)
-            known.touch(mode=0o600)
-            client.load_host_keys(str(known))
-        client.set_missing_host_key_policy(
-            paramiko.AutoAddPolicy() if self.trust_new_key else paramiko.RejectPolicy()
-        )
+        if self.trust_new_key and self.known_hosts is None:  # never "accept anything, record nothing"
+            why = (
+                f"'known_hosts: {d.known_hosts}' has no home directory to expand '~' to"
+                if d.known_hosts
+                else "'known_hosts' is null in devices.yml"
+            )
+            raise DeviceError(
+                f"{d.target}: refusing to trust its host key: no known_hosts file to record it in "
+                f"({why}); set 'known_hosts:' to a file path, or pin 'host_key_fingerprint:'"
+            )
+        known = known_hosts.load(self.known_hosts) if self.known_hosts else known_hosts.KnownHosts()
+        known.install(client.get_host_keys())
+        self._policy = _KnownHostsPolicy(known, self.known_hosts if self.trust_new_key else None)
+        client.set_missing_host_key_policy(self._policy)
 
     def _open(self) -> None:
         if self.conn.is_connected:
@@ -124,6 +164,21 @@ class SSHEndpoint:
             reason = exc.strerror or str(exc) or type(exc).__name__
             raise DeviceError(f"{self.device.target}: cannot connect ({reason})") from None
         self.counters.connections += 1
+
+    def host_key(self) -> dict[str, Any]:
+        """Connect (running nothing) and say which host key was accepted, and how.
+
+        ``fingerprint`` (``SHA256:...``), ``recorded`` (True: appended to ``known_hosts`` just
+        now), ``known_hosts`` (the file, or None) and ``pinned`` (checked against devices.yml).
+        """
+        self._open()
+        key = self.conn.client.get_transport().get_remote_server_key()
+        return {
+            "fingerprint": fingerprint(key),
+            "recorded": bool(self._policy and self._policy.recorded),
+            "known_hosts": None if self.known_hosts is None else str(self.known_hosts),
+            "pinned": bool(self.device.host_key_fingerprint),
+        }
 
     def run(self, argv: list[str], timeout: float | None = None) -> Result:
         """Run ``argv`` on the device, every argument shell-quoted; never raises on exit codes."""

@@ -1,0 +1,104 @@
+"""OpenSSH known_hosts files: read them as ssh does, and add a trusted key without rewriting them.
+
+paramiko's ``HostKeys.load`` raises on ``@cert-authority`` lines, and its ``save`` (what
+``AutoAddPolicy`` calls) rewrites the whole file from what it parsed, dropping comments and
+markers, with nothing stopping two threads from saving at once. Here reading skips the lines
+paramiko cannot use (markers, comments, malformed lines) but remembers ``@revoked`` keys, and
+recording a key appends exactly one ``host key-type base64`` line, under a process-wide lock
+and an advisory ``flock`` on the file, leaving every byte already there as it was.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
+
+_LOCK = threading.Lock()  # flock is per open file: threads of one process need their own lock
+
+
+@dataclass
+class KnownHosts:
+    """What one known_hosts file says: host keys paramiko can check, and keys marked ``@revoked``."""
+
+    entries: list[HostKeyEntry] = field(default_factory=list)
+    revoked: set[str] = field(default_factory=set)  # base64 key blobs
+
+    def is_revoked(self, key: paramiko.PKey) -> bool:
+        return key.get_base64() in self.revoked
+
+    def install(self, host_keys: paramiko.HostKeys) -> None:
+        """Add every usable, unrevoked entry to ``host_keys`` (an ``SSHClient``'s)."""
+        for entry in self.entries:
+            if entry.key is not None and not self.is_revoked(entry.key):
+                for name in entry.hostnames:
+                    host_keys.add(name, entry.key.get_name(), entry.key)
+
+    def has(self, hostname: str, key: paramiko.PKey) -> bool:
+        keys = paramiko.HostKeys()
+        self.install(keys)
+        return keys.check(hostname, key)
+
+
+def parse(text: str) -> KnownHosts:
+    """Read known_hosts text as ssh does, keeping what paramiko can check and the revoked keys."""
+    known = KnownHosts()
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("@"):
+            fields = line.split()
+            if fields[0] == "@revoked" and len(fields) >= 4:
+                known.revoked.add(fields[3])
+            continue  # @cert-authority: host certificates are not checked by paramiko
+        try:
+            entry = HostKeyEntry.from_line(line)
+        except (InvalidHostKey, paramiko.SSHException, ValueError):  # as ssh: skip a bad line
+            entry = None
+        if entry is not None:  # None: a key type paramiko doesn't know, or too few fields
+            known.entries.append(entry)
+    return known
+
+
+def load(path: Path) -> KnownHosts:
+    """The known_hosts at ``path``; a file that doesn't exist yet knows no host."""
+    try:
+        return parse(path.read_text(errors="replace"))
+    except FileNotFoundError:
+        return KnownHosts()
+
+
+def line_for(hostname: str, key: paramiko.PKey) -> str:
+    """The line OpenSSH writes: ``hostname`` is ``host`` on port 22, else ``[host]:port`` (as paramiko
+    passes it to a host key policy)."""
+    return f"{hostname} {key.get_name()} {key.get_base64()}\n"
+
+
+def record(path: Path, hostname: str, key: paramiko.PKey) -> bool:
+    """Append ``hostname``'s ``key`` to ``path`` unless it is there already; True if appended.
+
+    The file (and its folder, mode 0700, as ``~/.ssh``) is created if missing. Serialised
+    against other threads and, through ``flock``, other processes that lock it too.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _LOCK:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            text = path.read_bytes()
+            if parse(text.decode(errors="replace")).has(hostname, key):
+                return False  # another thread or process recorded it while we connected
+            line = line_for(hostname, key).encode()
+            if text and not text.endswith(b"\n"):
+                line = b"\n" + line  # never glue our line onto someone's last line
+            os.write(fd, line)
+            os.fsync(fd)
+            return True
+        finally:
+            os.close(fd)  # releases the flock
