@@ -70,6 +70,8 @@ def _replace_stale_kwargs(context, sources: ParamSources) -> None:
 class EdgeHooks:
     """Register in ``settings.py``: ``HOOKS = (EdgeHooks(),)``."""
 
+    _stage_metrics: dict | None = None  # this run's evaluate_models output, for the closing table
+
     @hook_impl
     def after_context_created(self, context) -> None:
         # A user error (bad key, bad file, refused gate) ends `kedro run` with one line
@@ -117,7 +119,7 @@ class EdgeHooks:
         self._print_stage_table()  # a refused gate: the figures that refused it
 
     def _print_stage_table(self) -> None:
-        metrics = getattr(self, "_stage_metrics", None)
+        metrics = self._stage_metrics
         if metrics:
             from kedro_edge.stages import summary_table  # torch and ORT load only when there is a table
 

@@ -77,13 +77,13 @@ def fit(
     x_val, y_val = splits.x("val"), splits.y("val")
     best, best_state, stale = _score(model, x_val, y_val), copy.deepcopy(model.state_dict()), 0
     result = FitResult(best_val_accuracy=best[0], epochs_run=0)
+    x_train = splits.x("train")
+    index = np.arange(len(x_train))  # batches of indices: ``targets`` rows follow the same order
     with progress_bar() as bar:
         task = bar.add_task(description, total=epochs, status=f"val {best[0]:.3f}")
         for epoch in range(epochs):
             model.train()
             losses = []
-            x_train = splits.x("train")
-            index = np.arange(len(x_train))
             for ib, yb in batches(index, splits.y("train"), batch_size, True, seed + epoch):
                 xb = torch.from_numpy(x_train[ib.numpy()])
                 extra = xb if targets is None else torch.from_numpy(targets[ib.numpy()])

@@ -16,7 +16,7 @@ from kedro.io import AbstractDataset
 from kedro_edge.data import check_arrays, load_digits_arrays
 from kedro_edge.errors import DataError
 from kedro_edge.glyphs import CLASSES, GlyphSpec, generate
-from kedro_edge.io.atomic import FileDataset, atomic_write
+from kedro_edge.io.atomic import FileDataset
 from kedro_edge.progress import progress_bar
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -76,10 +76,10 @@ class DigitsDataset(AbstractDataset):
         raise DataError("DigitsDataset is read-only (bundled data)")
 
 
-class GlyphsDataset(FileDataset):
+class GlyphsDataset(NpzDataset):
     """The bundled default task (``kedro_edge.glyphs``), generated once into ``filepath``.
 
-    The first load renders the images (a rich progress bar; ~20 s for 20,000) and writes them
+    The first load renders the images (a rich progress bar; ~7 s for 20,000) and writes them
     with the spec that made them; later loads read the file. A file whose recorded spec
     differs from the catalog's is regenerated, so editing the catalog never serves stale
     data. Read-only for pipelines: ``save`` refuses.
@@ -107,24 +107,18 @@ class GlyphsDataset(FileDataset):
         if arrays is None:
             images, labels = _generate_with_progress(self._spec)
             spec = np.asarray(json.dumps(self._spec.to_json(), sort_keys=True))
-            atomic_write(
-                self._filepath,
-                lambda tmp: NpzDataset._write(self, {"images": images, "labels": labels, "spec": spec}, tmp),
-            )
+            super().save({"images": images, "labels": labels, "spec": spec})  # write-then-rename
             arrays = {"images": images, "labels": labels}
         images, labels = check_arrays(arrays["images"], arrays["labels"], str(self._filepath))
         return {"images": images, "labels": labels}
 
     def _cached(self) -> dict[str, np.ndarray] | None:
-        if not self._filepath.is_file():
-            return None
+        """The file's arrays if it exists, reads and was made by this spec; else None."""
         try:
-            arrays = NpzDataset._read(self, self._filepath)
-            if json.loads(str(arrays["spec"])) == self._spec.to_json():
-                return arrays
-        except Exception:  # unreadable or from another spec: generate afresh
+            arrays = self._read(self._filepath)
+            return arrays if json.loads(str(arrays["spec"])) == self._spec.to_json() else None
+        except Exception:  # missing, unreadable or from another generator: generate afresh
             return None
-        return None
 
     def save(self, data: Any) -> None:
         raise DataError(f"{self._filepath}: GlyphsDataset is read-only (generated data)")
