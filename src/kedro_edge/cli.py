@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kedro_edge.errors import KedroEdgeError
-from kedro_edge.fleet.deploy import rollback_devices, survey, trust_host_keys
+from kedro_edge.fleet.commands import rollback_devices, survey, trust_host_keys
 from kedro_edge.fleet.inventory import load_fleet
 
 DEVICES_FILE = click.option(
@@ -169,17 +169,29 @@ def status(metadata, devices_file: str, names: str | None, group: str | None) ->
 
 @edge.command()
 @_select
-@click.option("--to", "to", default=None, help="Roll back to this sha256 (must still be on the device).")
+@click.option(
+    "--to", "to", default=None, help="Roll back to this sha256 (released on the device, still there)."
+)
+@click.option("--force", is_flag=True, help="With --to: activate it even if it was never released there.")
 @click.pass_obj
-def rollback(metadata, devices_file: str, names: str | None, group: str | None, to: str | None) -> None:
-    """Switch devices back to their previous release (or --to a version they still hold)."""
+def rollback(
+    metadata, devices_file: str, names: str | None, group: str | None, to: str | None, force: bool
+) -> None:
+    """Return devices to the release before their current one (repeat to walk further back).
+
+    Never to a refused or rolled-back version; --to names an earlier release. A device in the
+    middle of a rollout answers busy.
+    """
+    if force and not to:
+        raise click.UsageError("--force needs --to SHA256")
     _, _, outcomes = _on_devices(
-        metadata, devices_file, names, group, lambda fleet, chosen: rollback_devices(fleet, chosen, to)
+        metadata, devices_file, names, group, lambda fleet, chosen: rollback_devices(fleet, chosen, to, force)
     )
     for o in outcomes:
         if o.status == "ok":
             now, before = o.data["current"], o.data.get("rolled_back_from")
-            click.echo(f"{o.device}: {_short(before)} -> {_short(now, 'nothing active')}")
+            forced = " (forced: recorded in its history)" if force else ""
+            click.echo(f"{o.device}: {_short(before)} -> {_short(now, 'nothing active')}{forced}")
         else:
             click.echo(f"{o.device}: {o.error}")
     _exit_if_any_failed(outcomes)

@@ -179,6 +179,10 @@ class DeploymentParams(_Strict):
     max_failure_percentage: float = Field(0.0, ge=0, le=100)  # of a wave, before the rollout aborts
     unreachable_is_failure: bool = True
     lock_timeout: float = Field(60.0, gt=0)  # wait this long for another rollout's device lease
+    # a device's lease lapses this long after the controller stops renewing it (it renews every third)
+    lease_ttl: float = Field(600.0, ge=10)
+    keep_versions: int = Field(3, ge=1)  # standing releases kept on a device (current included)
+    disk_reserve_mb: float = Field(1.0, ge=0)  # free space an upload must leave on the device
     regression: RegressionParams = RegressionParams()
 
 

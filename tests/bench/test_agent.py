@@ -42,45 +42,80 @@ def test_agent_is_self_contained_python_3_8():
     assert imported <= set(sys.stdlib_module_names) | {"numpy", "onnxruntime"}
 
 
-def test_install_verifies_renames_and_swaps_current_and_previous(tmp_path):
-    wd = tmp_path / "work dir; 'quoted'"
-    sha1, staged1 = stage(wd, "a", b"model one")
-    first = call("install", str(wd), sha1, str(staged1), "--activate")
-    assert (first["status"], first["current"], first["previous"]) == ("installed", sha1, None)
-    assert (wd / "current" / "model.onnx").read_bytes() == b"model one"
-    assert not staged1.exists()
+def release(wd: Path, content: bytes, lease: str = "r1") -> dict:
+    """begin -> stage -> install -> activate, as a rollout does."""
+    sha = hashlib.sha256(content).hexdigest()
+    assert call("begin", str(wd), sha, "--lease", lease)["model"] == "no"
+    _, staged = stage(wd, sha[:8], content)
+    assert call("install", str(wd), sha, str(staged), "--lease", lease)["status"] == "installed"
+    assert not staged.exists()
+    return call("activate", str(wd), sha, "--lease", lease, "--release")
 
-    sha2, staged2 = stage(wd, "b", b"model two")
-    second = call("install", str(wd), sha2, str(staged2), "--activate")
+
+def test_install_verifies_renames_and_activation_swaps_current_and_previous(tmp_path):
+    wd = tmp_path / "work dir; 'quoted'"
+    first = release(wd, b"model one")
+    sha1 = hashlib.sha256(b"model one").hexdigest()
+    assert (first["current"], first["previous"]) == (sha1, None)
+    assert (wd / "current" / "model.onnx").read_bytes() == b"model one"
+    second = release(wd, b"model two")
+    sha2 = hashlib.sha256(b"model two").hexdigest()
     assert (second["current"], second["previous"]) == (sha2, sha1)
     assert os.readlink(wd / "current") == f"versions/{sha2}"  # relative: the workdir can move
     assert (wd / "previous" / "model.onnx").read_bytes() == b"model one"
-
-    again = call("install", str(wd), sha2, "-", "--activate")
-    assert again["status"] == "present" and again["previous"] == sha1
+    assert call("begin", str(wd), sha2, "--lease", "r3")["model"] == "yes"
+    assert not (wd / ".rollout").exists() or call("release", str(wd), "--lease", "r3")["ok"]
 
 
 def test_a_corrupt_transfer_is_refused_and_nothing_points_at_it(tmp_path):
     wd = tmp_path / "wd"
-    good_sha, staged = stage(wd, "good", b"good")
-    call("install", str(wd), good_sha, str(staged), "--activate")
+    release(wd, b"good")
     sha, staged = stage(wd, "bad", b"the bytes that were sent")
     (staged / "model.onnx").write_bytes(b"the bytes that arri")  # truncated on the way
-    result = call("install", str(wd), sha, str(staged), "--activate")
+    result = call("install", str(wd), sha, str(staged), "--lease", "r2")
     assert not result["ok"] and "sha256 mismatch on device" in result["error"]
-    assert not (wd / "versions" / sha).exists()
-    assert os.readlink(wd / "current") == f"versions/{good_sha}"
+    assert not (wd / "versions" / sha).exists() and not staged.exists()
+    assert os.readlink(wd / "current") == f"versions/{hashlib.sha256(b'good').hexdigest()}"
 
 
-def test_leftovers_of_an_interrupted_transfer_are_cleaned_by_the_next_install(tmp_path):
+def test_leftovers_of_an_interrupted_transfer_are_cleaned_when_a_rollout_begins(tmp_path):
     wd = tmp_path / "wd"
-    sha, staged = stage(wd, "x", b"model")
-    leftover = wd / "versions" / f".incoming-{sha}-dead"
-    leftover.mkdir()
-    (leftover / "model.onnx").write_bytes(b"mod")  # half of it
-    staged.rename(wd / "versions" / f".incoming-{sha}-live")
-    call("install", str(wd), sha, str(wd / "versions" / f".incoming-{sha}-live"), "--activate")
-    assert sorted(p.name for p in (wd / "versions").iterdir()) == [sha]
+    sha, _ = stage(wd, "dead", b"mod")  # half of an upload whose connection died
+    begun = call("begin", str(wd), hashlib.sha256(b"model").hexdigest(), "--lease", "r1")
+    assert begun["cleaned"] == 1 and not list((wd / "versions").glob(".incoming-*"))
+
+
+def test_a_lease_excludes_other_rollouts_until_released_or_lapsed(tmp_path):
+    wd = tmp_path / "wd"
+    release(wd, b"one")
+    assert call("renew", str(wd), "--lease", "mine", "--ttl", "2")["ok"]
+    busy = call("rollback", str(wd), "--lease", "theirs", "--lock-timeout", "0.5")
+    assert not busy["ok"] and busy["error"].startswith("busy: rollout mine")
+    assert call("release", str(wd), "--lease", "theirs")["ok"]  # not theirs to give up
+    assert (wd / ".rollout").exists()
+    assert call("begin", str(wd), "0" * 64, "--lease", "theirs", "--lock-timeout", "5")["ok"]  # lapsed
+
+
+def test_rollback_walks_back_through_releases_and_never_to_a_refused_one(tmp_path):
+    wd = tmp_path / "wd"
+    shas = [hashlib.sha256(m).hexdigest() for m in (b"a", b"b", b"c")]
+    for m in (b"a", b"b", b"c"):
+        release(wd, m)
+    refused, staged = stage(wd, "r", b"refused one")
+    refused = hashlib.sha256(b"refused one").hexdigest()
+    call("install", str(wd), refused, str(staged), "--lease", "x")
+    call("refuse", str(wd), refused, "--lease", "x", "--reason", "p90 too high")
+    assert call("rollback", str(wd), "--lease", "u", "--release")["current"] == shas[1]
+    assert call("rollback", str(wd), "--lease", "u", "--release")["current"] == shas[0]
+    nothing = call("rollback", str(wd), "--lease", "u", "--release")
+    assert not nothing["ok"] and "nothing older" in nothing["error"]
+    no = call("rollback", str(wd), "--lease", "u", "--release", "--to", refused)
+    assert not no["ok"] and "was refused on this device" in no["error"]
+    no = call("rollback", str(wd), "--lease", "u", "--release", "--to", shas[2])
+    assert not no["ok"] and "was not released" in no["error"]  # it was rolled back
+    assert os.readlink(wd / "current") == f"versions/{shas[0]}" and not (wd / ".rollout").exists()
+    events = [json.loads(line)["event"] for line in (wd / "history").read_text().splitlines()]
+    assert events == ["released"] * 3 + ["refused", "rolled back", "rolled back"]
 
 
 def test_facts_describe_the_machine_and_create_nothing(tmp_path):

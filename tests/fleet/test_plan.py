@@ -1,5 +1,5 @@
 from kedro_edge.fleet.inventory import parse_fleet
-from kedro_edge.fleet.release import plan_waves
+from kedro_edge.fleet.rollout import plan_waves
 
 
 def _fleet(per_group: dict[str, int]):

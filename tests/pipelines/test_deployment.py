@@ -109,9 +109,11 @@ def test_status_and_rollback_commands(project, fleet):
     assert status.returncode == 0, status.stdout + status.stderr
     assert status.stdout.count("yes") == 3
     back = kedro(project, "edge", "rollback", "--devices", "dev 3 'odd'")
-    assert back.returncode == 0, back.stdout + back.stderr
-    assert "nothing active" in back.stdout  # it only ever had one release
-    assert not (fleet.device("dev 3 'odd'")["workdir"] / "current").exists()
+    assert back.returncode == 1  # it only ever had one release: rollback never leaves it empty-handed
+    assert "nothing older to roll back to" in back.stdout
+    assert _active(fleet, "dev 3 'odd'") == before
     sha = hashlib.sha256(before).hexdigest()
     again = kedro(project, "edge", "rollback", "--devices", "dev 3 'odd'", "--to", sha)
     assert again.returncode == 0 and _active(fleet, "dev 3 'odd'") == before
+    forced = kedro(project, "edge", "rollback", "--force")
+    assert forced.returncode == 2 and "--force needs --to" in forced.stderr

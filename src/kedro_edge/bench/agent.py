@@ -2,22 +2,32 @@
 """kedro-edge device agent: one self-contained file that runs ON the device.
 
 Shipped to ``<workdir>/agent/<sha256>.py`` and run with the device's own interpreter
-(Python >= 3.8). ``facts`` and ``install`` need only the standard library; ``bench`` needs
-numpy and onnxruntime. Every command prints one JSON object on stdout. It imports nothing
-of kedro-edge: the device needs none of the controller's packages.
+(Python >= 3.8), with the workdir as its current directory. ``facts`` and the version
+commands need only the standard library; ``bench`` needs numpy and onnxruntime. Every
+command prints one JSON object on stdout. It imports nothing of kedro-edge.
 
-    agent.py facts   WORKDIR                             reads only (also run as `python -c`)
-    agent.py install WORKDIR SHA256 STAGING [--activate] [--lease ID] [--lock-timeout S]
-    agent.py activate WORKDIR SHA256 [--lease ID]        current -> SHA256, previous -> old current
-    agent.py rollback WORKDIR [--to SHA256] [--lease ID] current -> previous (or SHA256)
-    agent.py release WORKDIR --lease ID                  give up this rollout's lease
-    agent.py bench   MODEL PARITY [--baseline MODEL] [--blocks N] [--providers P,..]
-                     [--threads N] [--warmup N] [--min-runs N] [--min-seconds S]
+    agent.py facts    WORKDIR                       reads only (also run as `python -c`)
+    agent.py begin    WORKDIR SHA --lease ID [--need-bytes N]   take the lease, clean, check disk
+    agent.py install  WORKDIR SHA STAGING --lease ID            verify sha256, move to versions/SHA
+    agent.py activate WORKDIR SHA --lease ID [--keep-versions N] [--release]
+    agent.py refuse   WORKDIR SHA --lease ID --reason TEXT      record a refused candidate
+    agent.py rollback WORKDIR --lease ID [--to SHA [--force]] [--allow-empty] [--release]
+    agent.py renew    WORKDIR --lease ID                        push the lease's expiry back
+    agent.py release  WORKDIR --lease ID                        give the lease up
+    agent.py bench    MODEL PARITY [--baseline MODEL] [--blocks N] [--providers P,..] ...
 
-A rollout holds a lease (``<workdir>/.rollout``: its id and expiry) from install to
-activate/rollback/release, so two rollouts cannot interleave on one device: the second
-waits up to ``--lock-timeout`` and then reports the device busy. A rollout that was killed
-can take its own lease back (same id) when it is run again.
+Leases. Every command that changes the device needs the lease ``<workdir>/.rollout``
+({id, expires, by}): taken when free, expired or already ours, under an flock on
+``<workdir>/.lock``. Its id is the rollout's, so two rollouts (even of the same model)
+exclude each other; it lasts ``--ttl`` seconds unless renewed. ``--deadline S`` ends the
+agent itself after S seconds (SIGALRM), so a command the controller gave up on does not
+keep running on the device.
+
+History. ``<workdir>/history`` is an append-only JSON-lines log of what was activated and
+how it ended: ``released``, ``rolled back``, ``refused`` (and ``forced``). Replaying it gives
+the stack of releases still standing; ``rollback`` pops the current one and returns to the
+release below it, never to a refused or rolled-back version, and never toggles. ``previous``
+always points at what a rollback would return to.
 """
 
 import argparse
@@ -25,14 +35,29 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
+import signal
+import socket
 import sys
 import time
 
-VERSIONS, CURRENT, PREVIOUS, LOCK, LEASE = "versions", "current", "previous", ".lock", ".rollout"
-LEASE_TTL = 1800.0  # seconds a lease outlives a rollout that died without releasing it
+VERSIONS, CURRENT, PREVIOUS, LOCK, LEASE, HISTORY = (
+    "versions",
+    "current",
+    "previous",
+    ".lock",
+    ".rollout",
+    "history",
+)
+INCOMING = ".incoming-"
+DEFAULT_TTL = 600.0  # seconds a lease outlives a controller that stopped renewing it
+
+
+class Refused(Exception):
+    """The command cannot be done; its message is the device's one-line answer."""
 
 
 def sha256_of(path):
@@ -57,8 +82,9 @@ def facts(workdir):
         import onnxruntime
 
         ort = onnxruntime.__version__
+        available = onnxruntime.get_available_providers()
     except Exception as exc:  # the report says why, the facts still come back
-        ort = "unavailable: " + type(exc).__name__
+        ort, available = "unavailable: " + type(exc).__name__, []
     return {
         "ok": True,
         "arch": platform.machine(),
@@ -68,9 +94,12 @@ def facts(workdir):
         "disk_free_bytes": disk.free,
         "python": platform.python_version(),
         "onnxruntime": ort,
+        "available_providers": available,
         "workdir": os.path.abspath(workdir),
         "current": _target(os.path.join(workdir, CURRENT)),
         "previous": _target(os.path.join(workdir, PREVIOUS)),
+        "released": list(reversed(_stack(workdir))),
+        "lease": _lease(workdir),
     }
 
 
@@ -88,9 +117,10 @@ def _target(link):
         return None
 
 
+# -- the lease -----------------------------------------------------------------------------
 @contextlib.contextmanager
-def locked(workdir, timeout):
-    """One rollout at a time on this device: an exclusive flock on <workdir>/.lock."""
+def _locked(workdir, timeout):
+    """A short critical section: an exclusive flock on <workdir>/.lock (never held while measuring)."""
     fd = os.open(os.path.join(workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + timeout
     try:
@@ -100,97 +130,280 @@ def locked(workdir, timeout):
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    busy = _fail("busy: another rollout holds " + os.path.join(workdir, LOCK))
-                    raise SystemExit(busy) from None
-                time.sleep(0.2)
+                    raise Refused(
+                        "busy: " + os.path.join(os.path.abspath(workdir), LOCK) + " is locked"
+                    ) from None
+                time.sleep(0.1)
         yield
     finally:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def leased(workdir, lease, timeout):
-    """Hold the flock, and the rollout lease ``lease`` (taken if free, expired or ours)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with locked(workdir, max(0.0, deadline - time.monotonic())):
-            holder = _lease_holder(workdir)
-            if lease is None or holder is None or holder == lease:
-                if lease is not None:
-                    with open(os.path.join(workdir, LEASE), "w") as fh:
-                        json.dump({"id": lease, "expires": time.time() + LEASE_TTL}, fh)
-                yield
-                return
-        if time.monotonic() > deadline:
-            busy = _fail("busy: rollout " + holder[:12] + " holds " + os.path.join(workdir, LEASE))
-            raise SystemExit(busy)
-        time.sleep(0.2)
-
-
-def _lease_holder(workdir):
+def _lease(workdir):
+    """The lease in force ({id, expires, by}), or None when there is none or it expired."""
     try:
         with open(os.path.join(workdir, LEASE)) as fh:
             lease = json.load(fh)
     except (OSError, ValueError):
         return None
-    return lease.get("id") if lease.get("expires", 0) > time.time() else None
+    if not isinstance(lease, dict) or lease.get("expires", 0) <= time.time():
+        return None
+    return lease
 
 
-def _drop_lease(workdir, lease):
-    if lease is not None and _lease_holder(workdir) == lease:
-        os.unlink(os.path.join(workdir, LEASE))
+def _write_lease(workdir, lease_id, ttl):
+    by = os.environ.get("USER", "?") + "@" + socket.gethostname()
+    _write_json(os.path.join(workdir, LEASE), {"id": lease_id, "expires": time.time() + ttl, "by": by})
 
 
-def _activate(workdir, sha):
-    """current -> versions/sha, previous -> the old current; a no-op if sha is current."""
+def _drop_lease(workdir, lease_id):
+    held = _lease(workdir)
+    if held is None or held.get("id") == lease_id:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(workdir, LEASE))
+
+
+@contextlib.contextmanager
+def leased(workdir, lease_id, ttl, timeout, release_after=False, release_on_error=False):
+    """Take (or renew) the lease ``lease_id`` and hold the flock for the body.
+
+    Waits up to ``timeout`` for another rollout's lease to be given up or to expire. With
+    ``release_after`` the lease is given up when the body ends, however it ends; with
+    ``release_on_error``, when the body fails.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with _locked(workdir, max(0.0, deadline - time.monotonic())):
+            held = _lease(workdir)
+            if held is None or held.get("id") == lease_id:
+                _write_lease(workdir, lease_id, ttl)
+                failed = True
+                try:
+                    yield
+                    failed = False
+                finally:
+                    if release_after or (failed and release_on_error):
+                        _drop_lease(workdir, lease_id)
+                return
+        if time.monotonic() > deadline:
+            where = os.path.join(os.path.abspath(workdir), LEASE)
+            left = max(0, int(held.get("expires", 0) - time.time()))
+            raise Refused(
+                f"busy: rollout {str(held.get('id'))[:16]} ({held.get('by')}) holds the lease {where} "
+                f"(it lapses in {left} s unless renewed)"
+            )
+        time.sleep(0.2)
+
+
+# -- history and versions --------------------------------------------------------------------
+def _history(workdir):
+    events = []
+    with contextlib.suppress(FileNotFoundError):
+        with open(os.path.join(workdir, HISTORY)) as fh:
+            for line in fh:
+                with contextlib.suppress(ValueError):
+                    events.append(json.loads(line))
+    return events
+
+
+def _stack(workdir):
+    """The releases still standing, oldest first; the last is what ``current`` should be."""
+    events = _history(workdir)
     current = _target(os.path.join(workdir, CURRENT))
-    if current != sha:
-        if current is not None:
-            _swap_link(workdir, PREVIOUS, os.path.join(VERSIONS, current))
-        _swap_link(workdir, CURRENT, os.path.join(VERSIONS, sha))
-        _fsync_dir(workdir)
+    stack = [] if events or current is None else [current]  # a workdir from before the history
+    for e in events:
+        kind, sha = e.get("event"), e.get("sha")
+        if kind == "released":
+            stack.append(sha)
+        elif kind == "rolled back":
+            while stack and stack[-1] != e.get("to"):
+                stack.pop()
+        elif kind == "forced":  # on top: a rollback undoes the force
+            stack.append(sha)
+    return stack
+
+
+def _record(workdir, event, sha, lease_id, **extra):
+    entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, "sha": sha}
+    entry.update(rollout=lease_id, **extra)
+    with open(os.path.join(workdir, HISTORY), "a") as fh:
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _point(workdir, stack):
+    """current -> the top of the stack, previous -> the one below (each swapped atomically)."""
+    for name, sha in (
+        (CURRENT, stack[-1] if stack else None),
+        (PREVIOUS, stack[-2] if len(stack) > 1 else None),
+    ):
+        if sha is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(workdir, name))
+        elif _target(os.path.join(workdir, name)) != sha:
+            _swap_link(workdir, name, os.path.join(VERSIONS, sha))
+    _fsync_dir(workdir)
+
+
+def _present(workdir, sha):
+    return os.path.isfile(os.path.join(workdir, VERSIONS, sha, "model.onnx"))
 
 
 def _state(workdir, **extra):
-    out = {"ok": True, "current": _target(os.path.join(workdir, CURRENT))}
+    out = {
+        "ok": True,
+        "workdir": os.path.abspath(workdir),
+        "current": _target(os.path.join(workdir, CURRENT)),
+    }
     out["previous"] = _target(os.path.join(workdir, PREVIOUS))
     out.update(extra)
     return out
 
 
-def activate(workdir, sha, lease, timeout):
-    with leased(workdir, lease, timeout):
-        if not os.path.isfile(os.path.join(workdir, VERSIONS, sha, "model.onnx")):
-            return _fail("version " + sha + " is not on this device")
-        _activate(workdir, sha)
-        _drop_lease(workdir, lease)
+def _clean_incoming(workdir):
+    """Remove every half-finished upload (any rollout's): we hold the lease, so none is live."""
+    versions = os.path.join(workdir, VERSIONS)
+    removed = 0
+    for name in os.listdir(versions):
+        if name.startswith(INCOMING):
+            shutil.rmtree(os.path.join(versions, name), ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def begin(workdir, sha, lease_id, ttl, timeout, need_bytes):
+    """Take the lease, clear stale uploads, and say whether ``sha`` must be uploaded (and fits)."""
+    os.makedirs(os.path.join(workdir, VERSIONS), exist_ok=True)
+    with leased(workdir, lease_id, ttl, timeout, release_on_error=True):
+        cleaned = _clean_incoming(workdir)
+        present = _present(workdir, sha)
+        free = shutil.disk_usage(os.path.join(workdir, VERSIONS)).free
+        if not present and need_bytes and free < need_bytes:
+            raise Refused(
+                "not enough disk space in "
+                + os.path.abspath(workdir)
+                + ": "
+                + f"{free / 1e6:.1f} MB free, the upload needs {need_bytes / 1e6:.1f} MB"
+            )
+        return _state(workdir, model="yes" if present else "no", cleaned=cleaned, disk_free_bytes=free)
+
+
+def install(workdir, sha, staging, lease_id, ttl, timeout):
+    """Verify the staged model's sha256 and move the folder to versions/<sha> (not activated)."""
+    versions = os.path.join(workdir, VERSIONS)
+    final = os.path.join(versions, sha)
+    try:
+        with leased(workdir, lease_id, ttl, timeout):
+            if _present(workdir, sha):
+                return _state(workdir, status="present")
+            model = os.path.join(staging, "model.onnx")
+            if not os.path.isfile(model):
+                raise Refused("nothing staged at " + staging)
+            got = sha256_of(model)
+            if got != sha:
+                raise Refused("sha256 mismatch on device: expected " + sha + ", got " + got)
+            for name in os.listdir(staging):
+                with open(os.path.join(staging, name), "rb") as fh:
+                    os.fsync(fh.fileno())
+            if os.path.isdir(final):  # a version folder without its model: what is left of a bad one
+                shutil.rmtree(final)
+            os.rename(staging, final)
+            _fsync_dir(versions)
+            return _state(workdir, status="installed")
+    finally:  # whatever happened, no upload of ours stays behind
+        if staging != "-" and os.path.isdir(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def activate(workdir, sha, lease_id, ttl, timeout, keep_versions, release_lease):
+    """Make ``sha`` current (a released version); collect old versions down to ``keep_versions``."""
+    with leased(workdir, lease_id, ttl, timeout, release_after=release_lease):
+        if not _present(workdir, sha):
+            raise Refused("version " + sha + " is not on this device")
+        stack = _stack(workdir)
+        if not stack or stack[-1] != sha:
+            _record(workdir, "released", sha, lease_id)
+            stack.append(sha)
+        _point(workdir, stack)
+        removed = _collect(workdir, stack, keep_versions) if keep_versions else []
+        return _state(workdir, collected=removed)
+
+
+def refuse(workdir, sha, lease_id, ttl, timeout, reason):
+    with leased(workdir, lease_id, ttl, timeout, release_after=True):
+        _record(workdir, "refused", sha, lease_id, reason=reason)
         return _state(workdir)
 
 
-def rollback(workdir, to, lease, timeout):
-    """Back to ``previous`` (or to version ``to``); with no previous, nothing stays active."""
-    with leased(workdir, lease, timeout):
+def rollback(workdir, to, force, allow_empty, lease_id, ttl, timeout, release_lease):
+    """Back to the release below the current one (or to ``to``, which must have been released here).
+
+    Repeating it walks further back; with nothing older it refuses (``allow_empty``: the
+    rollout undoing a first release leaves nothing active).
+    """
+    with leased(workdir, lease_id, ttl, timeout, release_after=release_lease):
+        stack = _stack(workdir)
         current = _target(os.path.join(workdir, CURRENT))
-        target = to or _target(os.path.join(workdir, PREVIOUS))
-        if to is not None and not os.path.isfile(os.path.join(workdir, VERSIONS, to, "model.onnx")):
-            return _fail("version " + to + " is not on this device")
-        if target is None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(workdir, CURRENT))  # never had a release: nothing active
-            _fsync_dir(workdir)
-        elif target != current:
-            _swap_link(workdir, CURRENT, os.path.join(VERSIONS, target))
-            if current is not None:
-                _swap_link(workdir, PREVIOUS, os.path.join(VERSIONS, current))
-            _fsync_dir(workdir)
-        _drop_lease(workdir, lease)
+        if to is None:
+            if not stack:
+                raise Refused("nothing to roll back: no release is active")
+            target = stack[-2] if len(stack) > 1 else None
+            if target is None and not allow_empty:
+                raise Refused("nothing older to roll back to: " + stack[-1] + " is the only release")
+            if target is not None and not _present(workdir, target):
+                raise Refused(
+                    "the release before " + stack[-1] + ", " + target + ", is no longer on this device"
+                )
+            _record(workdir, "rolled back", stack[-1], lease_id, to=target)
+            stack.pop()
+        elif to in stack:
+            if not _present(workdir, to):
+                raise Refused("version " + to + " is no longer on this device")
+            if stack[-1] != to:
+                _record(workdir, "rolled back", stack[-1], lease_id, to=to)
+                while stack[-1] != to:
+                    stack.pop()
+        else:
+            if not _present(workdir, to):
+                raise Refused("version " + to + " is not on this device")
+            if not force:
+                why = (
+                    "was refused"
+                    if any(e.get("sha") == to and e.get("event") == "refused" for e in _history(workdir))
+                    else "was not released"
+                )
+                raise Refused(
+                    "version " + to + " " + why + " on this device (use --force to activate it anyway)"
+                )
+            _record(workdir, "forced", to, lease_id, **{"from": stack[-1] if stack else None})
+            stack.append(to)
+        _point(workdir, stack)
         return _state(workdir, rolled_back_from=current)
 
 
-def release(workdir, lease, timeout):
-    with leased(workdir, lease, timeout):
-        _drop_lease(workdir, lease)
+def renew(workdir, lease_id, ttl, timeout):
+    with leased(workdir, lease_id, ttl, timeout):
+        return _state(workdir, expires_in=ttl)
+
+
+def release(workdir, lease_id, ttl, timeout):
+    with _locked(workdir, timeout):
+        _drop_lease(workdir, lease_id)
         return _state(workdir)
+
+
+def _collect(workdir, stack, keep_versions):
+    """Remove versions outside the ``keep_versions`` newest standing releases (current included)."""
+    keep = set(stack[-keep_versions:])
+    removed = []
+    versions = os.path.join(workdir, VERSIONS)
+    for name in os.listdir(versions):
+        if name.startswith(".") or name in keep:
+            continue
+        shutil.rmtree(os.path.join(versions, name), ignore_errors=True)
+        removed.append(name)
+    return sorted(removed)
 
 
 def _swap_link(workdir, name, target):
@@ -210,44 +423,18 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def install(workdir, sha, staging, activate_now, lease, lock_timeout):
-    """Verify the staged model's sha256, move it to versions/<sha>, optionally make it current."""
+def _write_json(path, payload):
+    tmp = path + ".tmp"
     try:
-        return _install(workdir, sha, staging, activate_now, lease, lock_timeout)
-    except SystemExit:  # busy: the upload we were handed is ours alone to remove
-        if staging != "-":
-            shutil.rmtree(staging, ignore_errors=True)
+        with open(tmp, "w") as fh:
+            json.dump(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:  # a full disk: leave nothing half-written behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
-
-
-def _install(workdir, sha, staging, activate_now, lease, lock_timeout):
-    versions = os.path.join(workdir, VERSIONS)
-    final = os.path.join(versions, sha)
-    with leased(workdir, lease, lock_timeout):
-        if os.path.isfile(os.path.join(final, "model.onnx")):
-            status = "present"
-        else:
-            model = os.path.join(staging, "model.onnx")
-            if not os.path.isfile(model):
-                return _fail("nothing staged at " + staging)
-            got = sha256_of(model)
-            if got != sha:
-                shutil.rmtree(staging, ignore_errors=True)
-                return _fail("sha256 mismatch on device: expected " + sha + ", got " + got)
-            for name in os.listdir(staging):
-                with open(os.path.join(staging, name), "rb") as fh:
-                    os.fsync(fh.fileno())
-            os.rename(staging, final)
-            _fsync_dir(versions)
-            status = "installed"
-        # staging folders of interrupted transfers of this version
-        for name in os.listdir(versions):
-            if name.startswith(".incoming-" + sha):
-                shutil.rmtree(os.path.join(versions, name), ignore_errors=True)
-        if activate_now:
-            _activate(workdir, sha)
-            _drop_lease(workdir, lease)
-        return _state(workdir, status=status)
 
 
 def _percentile(sorted_values, q):
@@ -308,6 +495,18 @@ def bench(model, parity, providers, threads, warmup, min_runs, min_seconds, max_
     import numpy as np
 
     session, load_ms = _session(model, providers, threads)
+    used = session.get_providers()
+    missing = [p for p in providers if p not in used]
+    if missing:  # onnxruntime falls back to CPU with a warning: never report CPU under another name
+        raise Refused(
+            "asked for "
+            + ",".join(missing)
+            + " but the ONNX Runtime session runs on "
+            + ",".join(used)
+            + " (available here: "
+            + ",".join(_available())
+            + ")"
+        )
     name = session.get_inputs()[0].name
     batch = np.load(parity, allow_pickle=False)
     feeds = [{name: batch[i : i + 1]} for i in range(len(batch))]
@@ -316,12 +515,13 @@ def bench(model, parity, providers, threads, warmup, min_runs, min_seconds, max_
     peak_rss_mb = _peak_rss_mb()  # the candidate alone is loaded so far
     outputs = session.run(None, {name: batch})[0]
     device = facts(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(model)))))
-    device.pop("ok")
+    for key in ("ok", "released", "lease"):
+        device.pop(key)
     result = {
         "ok": True,
         "load_ms": load_ms,
         "peak_rss_mb": peak_rss_mb,
-        "providers": session.get_providers(),
+        "providers": used,
         "facts": device,
         "parity_outputs": outputs.tolist(),
     }
@@ -358,28 +558,46 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _available():
+    import onnxruntime
+
+    return onnxruntime.get_available_providers()
+
+
 def _fail(message):
     return {"ok": False, "error": message}
 
 
-def main(argv=None):
+def _parser():
     parser = argparse.ArgumentParser(prog="agent.py")
+    parser.add_argument("--deadline", type=float, default=None, help="end this process after S seconds")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("facts").add_argument("workdir")
     commands = {
+        "begin": ("workdir", "sha"),
         "install": ("workdir", "sha", "staging"),
         "activate": ("workdir", "sha"),
+        "refuse": ("workdir", "sha"),
         "rollback": ("workdir",),
+        "renew": ("workdir",),
         "release": ("workdir",),
     }
     for command, positional in commands.items():
         p = sub.add_parser(command)
         for arg in positional:
             p.add_argument(arg)
-        p.add_argument("--lease", default=None)
+        p.add_argument("--lease", required=True, help="the rollout's id")
+        p.add_argument("--ttl", type=float, default=DEFAULT_TTL)
         p.add_argument("--lock-timeout", type=float, default=60.0)
-    sub.choices["install"].add_argument("--activate", action="store_true")
-    sub.choices["rollback"].add_argument("--to", default=None)
+    sub.choices["begin"].add_argument("--need-bytes", type=int, default=0)
+    sub.choices["activate"].add_argument("--keep-versions", type=int, default=0)
+    sub.choices["refuse"].add_argument("--reason", default="")
+    for command in ("activate", "rollback"):
+        sub.choices[command].add_argument("--release", action="store_true", help="give the lease up after")
+    rb = sub.choices["rollback"]
+    rb.add_argument("--to", default=None)
+    rb.add_argument("--force", action="store_true")
+    rb.add_argument("--allow-empty", action="store_true")
     p = sub.add_parser("bench")
     p.add_argument("model")
     p.add_argument("parity")
@@ -391,35 +609,42 @@ def main(argv=None):
     p.add_argument("--min-runs", type=int, default=200)
     p.add_argument("--min-seconds", type=float, default=2.0)
     p.add_argument("--max-samples", type=int, default=5000)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _run(a):
+    lease = (getattr(a, "lease", None), getattr(a, "ttl", None), getattr(a, "lock_timeout", None))
+    if a.command == "facts":
+        return facts(a.workdir)
+    if a.command == "begin":
+        return begin(a.workdir, a.sha, *lease, a.need_bytes)
+    if a.command == "install":
+        return install(a.workdir, a.sha, a.staging, *lease)
+    if a.command == "activate":
+        return activate(a.workdir, a.sha, *lease, a.keep_versions, a.release)
+    if a.command == "refuse":
+        return refuse(a.workdir, a.sha, *lease, a.reason)
+    if a.command == "rollback":
+        return rollback(a.workdir, a.to, a.force, a.allow_empty, *lease, a.release)
+    if a.command == "renew":
+        return renew(a.workdir, *lease)
+    if a.command == "release":
+        return release(a.workdir, *lease)
+    return bench(
+        a.model, a.parity, a.providers.split(","), a.threads, a.warmup, a.min_runs, a.min_seconds,
+        a.max_samples, a.baseline, a.blocks,
+    )  # fmt: skip
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if args.deadline:  # the default action of SIGALRM ends the process, even inside onnxruntime
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(max(1, int(math.ceil(args.deadline))))
     try:
-        if args.command == "facts":
-            result = facts(args.workdir)
-        elif args.command == "install":
-            result = install(
-                args.workdir, args.sha, args.staging, args.activate, args.lease, args.lock_timeout
-            )
-        elif args.command == "activate":
-            result = activate(args.workdir, args.sha, args.lease, args.lock_timeout)
-        elif args.command == "rollback":
-            result = rollback(args.workdir, args.to, args.lease, args.lock_timeout)
-        elif args.command == "release":
-            result = release(args.workdir, args.lease, args.lock_timeout)
-        else:
-            result = bench(
-                args.model,
-                args.parity,
-                args.providers.split(","),
-                args.threads,
-                args.warmup,
-                args.min_runs,
-                args.min_seconds,
-                args.max_samples,
-                args.baseline,
-                args.blocks,
-            )
-    except SystemExit as exc:
-        result = exc.code if isinstance(exc.code, dict) else _fail(str(exc.code))
+        result = _run(args)
+    except Refused as exc:
+        result = _fail(str(exc))
     except Exception as exc:
         result = _fail(type(exc).__name__ + ": " + str(exc))
     json.dump(result, sys.stdout)

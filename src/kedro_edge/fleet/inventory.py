@@ -61,6 +61,7 @@ class DeviceSettings(_Strict):
     known_hosts: str | None = "~/.ssh/known_hosts"  # on this machine; null: only a pinned key
     host_key_fingerprint: str | None = None  # "SHA256:..." as `ssh-keygen -lf` prints it
     connect_timeout: float = Field(10.0, gt=0)
+    connect_attempts: int = Field(3, ge=1)  # refused/timed-out connects retried with backoff
     command_timeout: float = Field(300.0, gt=0)
     labels: dict[str, str] = Field(default_factory=dict)
 

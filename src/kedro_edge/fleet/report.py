@@ -36,16 +36,20 @@ def release_record(
         devices.append({
             "device": entry["device"], "group": entry["group"], "wave": entry.get("wave"),
             "decision": entry["decision"], "reason": entry.get("reason") or entry.get("error"),
+            "failure": entry.get("failure"),
             "previous_sha256": entry.get("before"), "active_after": entry.get("active_after"),
             "gates": entry.get("gates", []), "figures": figures,
         })  # fmt: skip
     previous = sorted({d["previous_sha256"] for d in devices if d["previous_sha256"]})
     return {
         "verdict": outcome["verdict"],
+        "rollout_id": outcome.get("rollout_id"),
+        "resumed": outcome.get("resumed", False),
         "candidate": candidate,
         "previous_sha256": previous[0] if len(previous) == 1 else (previous or None),  # None: first release
         "created_utc": created,
         "policy": {"waves": cfg.waves, "max_failure_percentage": cfg.max_failure_percentage,
+                   "unreachable_is_failure": cfg.unreachable_is_failure,
                    "regression": cfg.regression.model_dump()},
         "waves": outcome["waves"],
         "devices": devices,

@@ -1,231 +1,292 @@
-"""Putting a model on devices: ship by hash, verify on the device, activate atomically; measure.
+"""Staged rollout: waves of devices, each installed -> measured -> gated -> activated.
 
-Per device, one SSH connection and two remote commands install a model:
+A wave is, for every device group, the next slice of its devices (``[1, "25%", "100%"]``: one
+canary per group, then a quarter, then all). On each device the candidate is installed but
+not active, measured against the release active there (interleaved A B / B A blocks), and
+checked against its group's budgets and the no-regression gate. Only a wave that passes is
+activated. A wave with more failures than ``max_failure_percentage`` aborts the rollout: no
+later wave starts and every device this rollout activated is rolled back (to the release
+below it in its history; a device that had none is left with nothing active).
 
-1. a probe (POSIX sh) makes the workdir and says which of model and agent it already holds;
-2. after SFTP uploads into ``versions/.incoming-<sha>-<token>/`` (nothing for what it holds),
-   the agent verifies the sha256 ON the device, renames the folder to ``versions/<sha>`` and
-   swaps ``current`` (old one kept as ``previous``) by renaming a new symlink over it.
+The rollout holds a lease (``kedro_edge.fleet.lease``) on each device from ``begin`` until it
+is done with it, renewed while the rollout runs and given back on every path. A rollout that
+was killed resumes when run again: devices already running the candidate are skipped (and,
+having passed their gates in the run that activated them, are not rolled back later).
 
-An application reading ``current/model.onnx`` never sees a half-written file, and a transfer
-killed half-way leaves only an ``.incoming-*`` folder that the next install removes.
+Verdicts: ``released`` only when every targeted device ends on the candidate; ``partial`` when
+some do (the policy let failures through, or some devices were in no wave); ``blocked`` when
+none does; ``rolled_back`` when an aborted rollout undid its activations.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import secrets
-import tempfile
+import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kedro_edge.bench import agent as agent_module
-from kedro_edge.fleet.inventory import Device, Group
-from kedro_edge.fleet.ssh import DeviceError, Endpoint, python_of, workdir_of
-from kedro_edge.progress import progress_bar
+from kedro_edge.config import DeploymentParams
+from kedro_edge.fleet import device as ops
+from kedro_edge.fleet import gates, lease
+from kedro_edge.fleet.candidate import Candidate
+from kedro_edge.fleet.inventory import Device, Fleet
+from kedro_edge.fleet.pool import Outcome, for_each
+from kedro_edge.fleet.ssh import Endpoint, connect
 
-AGENT_SOURCE = Path(agent_module.__file__).read_bytes()
-AGENT_SHA = hashlib.sha256(AGENT_SOURCE).hexdigest()
-
-# $1 workdir, $2 model sha256, $3 agent sha256: arguments, never pasted into the script.
-PROBE = r"""set -e
-mkdir -p -- "$1/versions" "$1/agent"
-cd -- "$1"
-if [ -f "versions/$2/model.onnx" ]; then echo model=yes; else echo model=no; fi
-if [ -f "agent/$3.py" ]; then echo agent=yes; else echo agent=no; fi
-echo "workdir=$(pwd -P)"
-"""
+ON_CANDIDATE = ("activated", "already active")
 
 
-@dataclass
-class Release:
-    """A model ready to ship: its bytes on disk beside a manifest and the parity batch."""
-
-    folder: Path  # model.onnx, manifest.json, parity.npy
-    sha256: str
-    size_bytes: int
-
-    @classmethod
-    def prepare(cls, model: bytes, manifest: dict[str, Any], parity: np.ndarray, folder: Path) -> Release:
-        sha = hashlib.sha256(model).hexdigest()
-        (folder / "model.onnx").write_bytes(model)
-        (folder / "manifest.json").write_text(
-            json.dumps({**manifest, "sha256": sha, "size_bytes": len(model)}, indent=2)
-        )
-        with open(folder / "parity.npy", "wb") as fh:
-            np.save(fh, np.ascontiguousarray(parity, dtype=np.float32), allow_pickle=False)
-        return cls(folder, sha, len(model))
-
-
-def temporary_folder() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="kedro-edge-release-")
+def plan_waves(devices: list[Device], waves: list[int | str]) -> list[list[Device]]:
+    """Per group, cumulative slices: an int is a device count, ``"25%"`` a share (rounded up)."""
+    groups: dict[str, list[Device]] = {}
+    for d in devices:
+        groups.setdefault(d.group, []).append(d)
+    done = dict.fromkeys(groups, 0)
+    plan = []
+    for size in waves:
+        wave = []
+        for group, members in groups.items():
+            if isinstance(size, str):
+                upto = math.ceil(len(members) * float(size.rstrip("%")) / 100)
+            else:
+                upto = size
+            upto = min(len(members), max(upto, done[group]))
+            wave += members[done[group] : upto]
+            done[group] = upto
+        if wave:
+            plan.append(wave)
+    return plan
 
 
-def _agent_json(result, device: Device, what: str) -> dict[str, Any]:
-    lines = result.stdout.strip().splitlines()
-    try:
-        payload = json.loads(lines[-1]) if lines else None
-    except json.JSONDecodeError:
-        payload = None
-    if not isinstance(payload, dict):
-        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DeviceError(f"{device.target}: {what} failed (exit {result.code}): {tail}")
-    if not payload.get("ok"):
-        raise DeviceError(f"{device.target}: {what} failed: {payload.get('error')}")
-    return payload
+class Rollout:
+    """The state of one rollout of one candidate; ``run`` walks the waves."""
 
+    def __init__(
+        self, fleet: Fleet, candidate: Candidate, reference: np.ndarray, cfg: DeploymentParams, lease_id: str
+    ) -> None:
+        self.fleet, self.candidate, self.reference, self.cfg = fleet, candidate, reference, cfg
+        self.lease = lease.Lease(lease_id, cfg.lease_ttl, cfg.lock_timeout)
+        self.endpoints: dict[str, Endpoint] = {}
+        self.devices: dict[str, dict[str, Any]] = {}  # name -> record entry
+        self.activated: list[Device] = []
+        self.waves: list[dict[str, Any]] = []  # what each wave did, for the record
+        self.keeper = lease.Keeper(self._renew, cfg.lease_ttl / 3)
 
-def probe(endpoint: Endpoint, sha: str) -> dict[str, str]:
-    """Make the workdir; say whether the model ``sha`` and our agent are there, and where it is."""
-    device = endpoint.device
-    r = endpoint.run(["sh", "-c", PROBE, "kedro-edge-probe", workdir_of(device), sha, AGENT_SHA])
-    if r.code != 0:
-        tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DeviceError(f"{device.target}: cannot prepare workdir {device.workdir!r}: {tail}")
-    return dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    # -- plumbing ----------------------------------------------------------------------------
+    def _endpoint(self, d: Device) -> Endpoint:
+        if d.name not in self.endpoints:
+            self.endpoints[d.name] = connect(d, Path(self.fleet.root), self.cfg.trust_new_host_keys)
+        return self.endpoints[d.name]
 
+    def _renew(self, name: str) -> None:
+        ops.renew(self.endpoints[name], self.lease)
 
-def _ship_agent(endpoint: Endpoint, workdir: str) -> None:
-    with tempfile.NamedTemporaryFile(suffix=".py") as tmp:
-        tmp.write(AGENT_SOURCE)
-        tmp.flush()
-        staged = f"{workdir}/agent/.{AGENT_SHA}.{secrets.token_hex(4)}.tmp"
-        endpoint.put(Path(tmp.name), staged)
-        endpoint.rename(staged, f"{workdir}/agent/{AGENT_SHA}.py")
+    def _each(self, devices: list[Device], work: Callable[[Device], dict], parallel: int, what: str):
+        return {o.device: o for o in for_each(devices, work, parallel, what)}
 
+    def _fail(self, name: str, o: Outcome) -> None:
+        entry = self.devices[name]
+        entry.update(decision="failed", error=o.error, reason=o.error, failure=o.kind)
 
-def agent_path(workdir: str) -> str:
-    return f"{workdir}/agent/{AGENT_SHA}.py"
+    def _done_with(self, d: Device) -> None:
+        self.keeper.drop(d.name)
 
+    # -- per device steps ----------------------------------------------------------------------
+    def _ship(self, d: Device) -> dict:
+        reserve = int(self.cfg.disk_reserve_mb * 1e6)
+        leased = lambda: self.keeper.hold(d.name)  # noqa: E731 - from begin on, the lease is ours
+        return ops.ship(self._endpoint(d), self.candidate, self.lease, reserve, on_leased=leased)
 
-def ensure_agent(endpoint: Endpoint, sha: str = "-") -> dict[str, str]:
-    """Probe, and ship the agent if the device lacks this version of it."""
-    state = probe(endpoint, sha)
-    if state.get("agent") != "yes":
-        _ship_agent(endpoint, state["workdir"])
-    return state
+    def _measure(self, d: Device) -> dict:
+        entry = self.devices[d.name]
+        result = ops.benchmark(
+            self._endpoint(d), self.candidate.sha256, self.fleet.groups[d.group],
+            baseline=entry["before"], blocks=self.cfg.regression.blocks,
+        )  # fmt: skip
+        result["parity"] = gates.parity(self.reference, result.pop("parity_outputs"))
+        return result
 
+    def _refuse(self, d: Device) -> dict:
+        out = ops.refuse(self._endpoint(d), self.candidate.sha256, self.lease, self.devices[d.name]["reason"])
+        self._done_with(d)
+        return out
 
-def install(
-    endpoint: Endpoint,
-    release: Release,
-    activate: bool = True,
-    lock_timeout: float = 60.0,
-    on_upload: Callable[[int, int], None] | None = None,
-    lease: str | None = None,
-) -> dict[str, Any]:
-    """Ship ``release`` to the device (only what it lacks), verify there, and activate it."""
-    device = endpoint.device
-    state = ensure_agent(endpoint, release.sha256)
-    workdir = state["workdir"]
-    staging = "-"
-    if state.get("model") != "yes":
-        staging = f"{workdir}/versions/.incoming-{release.sha256}-{secrets.token_hex(4)}"
-        endpoint.mkdir(staging)
-        for name in ("manifest.json", "parity.npy", "model.onnx"):  # the big one last
-            endpoint.put(
-                release.folder / name, f"{staging}/{name}", on_upload if name == "model.onnx" else None
+    def _release(self, d: Device) -> dict:
+        out = ops.release(self._endpoint(d), self.lease)
+        self._done_with(d)
+        return out
+
+    def _activator(self, last: bool) -> Callable[[Device], dict]:
+        def work(d: Device) -> dict:
+            out = ops.activate(
+                self._endpoint(d), self.candidate.sha256, self.lease, self.cfg.keep_versions, release=last
             )
-    argv = [python_of(device), agent_path(workdir), "install", workdir, release.sha256, staging]
-    argv += ["--lock-timeout", str(lock_timeout)] + (["--activate"] if activate else [])
-    argv += ["--lease", lease] if lease else []
-    result = _agent_json(endpoint.run(argv), device, "install")
-    return {
-        "install": result["status"],
-        "current": result["current"],
-        "previous": result["previous"],
-        "workdir": workdir,
-    }
+            if last:
+                self._done_with(d)
+            return out
 
+        return work
 
-def benchmark(
-    endpoint: Endpoint, sha: str, workdir: str, group: Group, baseline: str | None = None, blocks: int = 10
-) -> dict[str, Any]:
-    """The agent's single-stream benchmark of version ``sha``; with ``baseline`` (another version
-    on the device) both are measured interleaved in ``blocks`` A B blocks."""
-    device = endpoint.device
-    version = f"{workdir}/versions/{sha}"
-    argv = [
-        python_of(device), agent_path(workdir), "bench", f"{version}/model.onnx", f"{version}/parity.npy",
-        "--providers", ",".join(group.providers), "--threads", str(group.threads),
-        "--warmup", str(group.warmup), "--min-runs", str(group.min_runs),
-        "--min-seconds", str(group.min_seconds), "--blocks", str(blocks),
-    ]  # fmt: skip
-    if baseline:
-        argv += ["--baseline", f"{workdir}/versions/{baseline}/model.onnx"]
-    return _agent_json(endpoint.run(argv), device, "benchmark")
+    def _roll_back(self, d: Device) -> dict:
+        out = ops.rollback(self._endpoint(d), self.lease, allow_empty=True, release=True)
+        self._done_with(d)
+        return out
 
+    # -- one wave ------------------------------------------------------------------------------
+    def wave(self, number: int, wave: list[Device], last: bool) -> bool:
+        """Install, measure, gate; activate the wave if it passes. False: the rollout must abort."""
+        sha, cfg = self.candidate.sha256, self.cfg
+        for d in wave:
+            self.devices[d.name] = {"device": d.name, "group": d.group, "wave": number, "decision": None}
+        shipped = self._each(wave, self._ship, cfg.max_parallel, f"wave {number}: install")
+        measure, already = [], []
+        for d in wave:
+            o, entry = shipped[d.name], self.devices[d.name]
+            if o.status == "failed":
+                self._fail(d.name, o)
+                continue
+            entry.update(workdir=o.data["workdir"], before=o.data["current"], install=o.data["install"])
+            if o.data["current"] == sha:  # done by an earlier (interrupted) run: skipped, and left
+                entry.update(decision="already active", before=o.data["previous"])  # as it is on abort
+                already.append(d)
+            else:
+                measure.append(d)
+        self._each(already, self._release, cfg.max_parallel, f"wave {number}: release leases")
+        measured = self._each(
+            measure, self._measure, cfg.max_parallel_benchmarks, f"wave {number}: benchmark"
+        )
+        passed, refused = [], []
+        for d in measure:
+            o, entry = measured[d.name], self.devices[d.name]
+            if o.status == "failed":
+                self._fail(d.name, o)
+                continue
+            results = gates.evaluate(o.data, self.fleet.groups[d.group].budgets, cfg.regression)
+            entry["measurement"] = o.data
+            entry["gates"] = [r.to_dict() for r in results]
+            bad = [r for r in results if not r.passed]
+            entry["decision"] = "refused" if bad else "passed"
+            entry["reason"] = "; ".join(r.reason for r in bad) if bad else "all gates passed"
+            (refused if bad else passed).append(d)
+        recorded = self._each(refused, self._refuse, cfg.max_parallel, f"wave {number}: record refusals")
+        for d in refused:
+            if recorded[d.name].status == "failed":  # still refused; the lease lapses or is released below
+                self.devices[d.name]["record_error"] = recorded[d.name].error
+        failures = [d.name for d in wave if self._counts_as_failure(self.devices[d.name])]
+        share = 100 * len(failures) / len(wave)
+        self.waves.append(
+            {
+                "wave": number,
+                "devices": [d.name for d in wave],
+                "failed": failures,
+                "failure_percentage": share,
+            }
+        )
+        if share > cfg.max_failure_percentage:
+            self.waves[-1]["outcome"] = "aborted"
+            return False
+        activations = self._each(passed, self._activator(last), cfg.max_parallel, f"wave {number}: activate")
+        for d in passed:
+            if activations[d.name].status == "ok":
+                self.devices[d.name]["decision"] = "activated"
+                self.activated.append(d)
+            else:
+                self._fail(d.name, activations[d.name])
+        self.waves[-1]["outcome"] = "passed"
+        return True
 
-def switch(
-    endpoint: Endpoint,
-    workdir: str,
-    command: str,
-    *args: str,
-    lease: str | None = None,
-    lock_timeout: float = 60.0,
-) -> dict[str, Any]:
-    """``activate SHA`` / ``rollback [--to SHA]`` / ``release`` on the device, under the rollout lease."""
-    argv = [python_of(endpoint.device), agent_path(workdir), command, workdir, *args]
-    argv += ["--lock-timeout", str(lock_timeout)] + (["--lease", lease] if lease else [])
-    result = _agent_json(endpoint.run(argv), endpoint.device, command)
-    result.pop("ok", None)
-    return result
+    def _counts_as_failure(self, entry: dict[str, Any]) -> bool:
+        if entry["decision"] == "refused":
+            return True
+        if entry["decision"] != "failed":
+            return False
+        return self.cfg.unreachable_is_failure or entry.get("failure") != "unreachable"
 
+    def abort(self, wave: list[Device]) -> None:
+        """Nothing of the aborted wave is activated; every device earlier waves of this run
+        activated goes back. Devices a previous run already moved to the candidate stay."""
+        for d in wave:
+            if self.devices[d.name]["decision"] == "passed":
+                self.devices[d.name].update(decision="not activated", reason="its wave was aborted")
+        back = self._each(self.activated, self._roll_back, self.cfg.max_parallel, "roll back")
+        for d in self.activated:
+            entry = self.devices[d.name]
+            if back[d.name].status == "ok":
+                entry["decision"] = "rolled back"
+                entry["active_after"] = back[d.name].data["current"]
+            else:
+                entry.update(decision="rollback failed", error=back[d.name].error)
 
-def facts(endpoint: Endpoint) -> dict[str, Any]:
-    """What the device is (architecture, CPUs, memory, disk, Python, onnxruntime, active versions).
+    def _give_back_leases(self) -> None:
+        """Every lease still held (failed, not activated, activated in an earlier wave): released."""
+        held = [d for d in self.targets if d.name in self.keeper.held]
+        for o in for_each(held, self._release, self.cfg.max_parallel, "release leases"):
+            if o.status == "failed" and o.device in self.devices:
+                self.devices[o.device]["lease_error"] = o.error  # it lapses within lease_ttl
 
-    Read-only, in one command: the agent's source goes on the command line (``python -c``), so
-    nothing is uploaded and a device without a workdir is left without one. (It is ~17 KB; one
-    argument may hold 128 KB on Linux.)
-    """
-    device = endpoint.device
-    argv = [python_of(device), "-c", AGENT_SOURCE.decode(), "facts", workdir_of(device)]
-    result = _agent_json(endpoint.run(argv), device, "facts")
-    result.pop("ok", None)
-    return result
-
-
-@dataclass
-class Outcome:
-    device: str
-    status: str  # "ok" | "failed"
-    error: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-def for_each(
-    devices: list[Device],
-    work: Callable[[Device], dict[str, Any]],
-    max_parallel: int,
-    description: str,
-) -> list[Outcome]:
-    """Run ``work`` per device, at most ``max_parallel`` at once; every device gets an outcome.
-
-    A failure (an exception) is that device's outcome, never the others': each device's own
-    connect and command timeouts bound how long it can hold a worker.
-    """
-    outcomes: dict[str, Outcome] = {}
-    with progress_bar() as bar, ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
-        task = bar.add_task(description, total=len(devices), status="")
-        futures = {pool.submit(work, d): d for d in devices}
-        for future in as_completed(futures):
-            device = futures[future]
-            try:
-                outcomes[device.name] = Outcome(device.name, "ok", data=future.result())
-            except Exception as exc:  # noqa: BLE001 - one device's failure is its outcome
-                message = (
-                    str(exc)
-                    if isinstance(exc, DeviceError)
-                    else f"{device.target}: {type(exc).__name__}: {exc}"
+    def run(self, devices: list[Device], on_wave: Callable[[int], None] | None = None) -> dict[str, Any]:
+        self.targets = devices
+        plan = plan_waves(devices, self.cfg.waves)
+        aborted = False
+        try:
+            with self.keeper:
+                try:
+                    for number, wave in enumerate(plan, start=1):
+                        if not self.wave(number, wave, last=number == len(plan)):
+                            self.abort(wave)
+                            aborted = True
+                            break
+                        if on_wave is not None:
+                            on_wave(number)
+                finally:
+                    self._give_back_leases()
+        finally:
+            for endpoint in self.endpoints.values():
+                endpoint.close()
+        waved = {d.name for w in plan for d in w}
+        for d in devices:
+            if d.name not in waved:
+                self.devices[d.name] = {"device": d.name, "group": d.group, "decision": "not in any wave"}
+            elif d.name not in self.devices:
+                self.devices[d.name] = {"device": d.name, "group": d.group, "decision": "not reached"}
+        for name, entry in self.devices.items():
+            endpoint = self.endpoints.get(name)
+            if endpoint is not None:
+                c = endpoint.counters
+                entry.update(
+                    ssh_connections=c.connections, remote_commands=c.commands, bytes_sent=c.bytes_sent
                 )
-                outcomes[device.name] = Outcome(device.name, "failed", error=message)
-            failed = sum(o.status == "failed" for o in outcomes.values())
-            bar.update(task, advance=1, status=f"{failed} failed" if failed else "")
-    return [outcomes[d.name] for d in devices]
+        entries = [self.devices[d.name] for d in devices]
+        return {"verdict": verdict(entries, aborted, bool(self.activated)), "rollout_id": self.lease.id,
+                "waves": self.waves, "devices": entries}  # fmt: skip
+
+
+def verdict(entries: list[dict[str, Any]], aborted: bool, undid_activations: bool) -> str:
+    """``released`` only if every targeted device ended on the candidate."""
+    if aborted:
+        return "rolled_back" if undid_activations else "blocked"
+    on = sum(e["decision"] in ON_CANDIDATE for e in entries)
+    return "released" if on == len(entries) else "partial" if on else "blocked"
+
+
+def staged_rollout(
+    fleet: Fleet,
+    candidate: Candidate,
+    reference: np.ndarray,
+    cfg: DeploymentParams,
+    devices: list[Device] | None = None,
+    on_wave: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Roll ``candidate`` out in waves; returns the verdict, each wave and each device's decision.
+
+    ``on_wave(n)`` is called after wave ``n`` is activated (progress reporting; tests use it to
+    interrupt a rollout at a known point).
+    """
+    with lease.rollout_id(Path(fleet.root), candidate.sha256) as (rollout_id, resumed):
+        record = Rollout(fleet, candidate, reference, cfg, rollout_id).run(
+            fleet.devices if devices is None else devices, on_wave
+        )
+        record["resumed"] = resumed
+        return record

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
+import tenacity
 from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
@@ -33,7 +34,16 @@ from kedro_edge.fleet.inventory import Device
 
 
 class DeviceError(KedroEdgeError):
-    """A device could not be reached or did not do what was asked; the message names it."""
+    """A device could not be reached or did not do what was asked; the message names it.
+
+    ``kind``: ``unreachable`` (no connection: retried, and a rollout may excuse it),
+    ``security`` (a changed, unknown or revoked host key, failed authentication: never
+    excused) or ``device`` (it answered, and said no or failed).
+    """
+
+    def __init__(self, message: str, kind: str = "device") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass
@@ -136,18 +146,37 @@ class SSHEndpoint:
         client.set_missing_host_key_policy(self._policy)
 
     def _open(self) -> None:
+        """Connect, retrying only what may pass (refused, timed out) with exponential backoff."""
         if self.conn.is_connected:
             return
+        attempts = self.device.connect_attempts
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda e: getattr(e, "kind", None) == "unreachable"),
+            stop=tenacity.stop_after_attempt(attempts),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=8),
+            reraise=True,
+        )
+        try:
+            retrying(self._open_once)
+        except DeviceError as exc:
+            if exc.kind == "unreachable" and attempts > 1:
+                raise DeviceError(f"{exc} (after {attempts} attempts)", exc.kind) from None
+            raise
+        self.counters.connections += 1
+
+    def _open_once(self) -> None:
+        target = self.device.target
         try:
             self.conn.open()
         except paramiko.BadHostKeyException as exc:
             raise DeviceError(
-                f"{self.device.target}: host key CHANGED (offered {fingerprint(exc.key)}, "
+                f"{target}: host key CHANGED (offered {fingerprint(exc.key)}, "
                 f"known_hosts has {fingerprint(exc.expected_key)}); refusing. If the device was "
-                f"reinstalled, remove the old key with `ssh-keygen -R` and trust the new one"
+                f"reinstalled, remove the old key with `ssh-keygen -R` and trust the new one",
+                "security",
             ) from None
         except paramiko.AuthenticationException as exc:
-            raise DeviceError(f"{self.device.target}: authentication failed ({exc})") from None
+            raise DeviceError(f"{target}: authentication failed ({exc})", "security") from None
         except paramiko.SSHException as exc:
             message = str(exc)
             if "not found in known_hosts" in message:
@@ -155,15 +184,15 @@ class SSHEndpoint:
                     "unknown host key; refusing. Check its fingerprint, then trust it with "
                     "`kedro edge trust --devices <name>` (records it in known_hosts)"
                 )
-            raise DeviceError(f"{self.device.target}: {message}") from None
+            kind = "security" if "host key" in message else "unreachable"
+            raise DeviceError(f"{target}: {message}", kind) from None
         except TimeoutError:
             raise DeviceError(
-                f"{self.device.target}: connect timed out after {self.device.connect_timeout:g} s"
+                f"{target}: connect timed out after {self.device.connect_timeout:g} s", "unreachable"
             ) from None
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
-            raise DeviceError(f"{self.device.target}: cannot connect ({reason})") from None
-        self.counters.connections += 1
+            raise DeviceError(f"{target}: cannot connect ({reason})", "unreachable") from None
 
     def host_key(self) -> dict[str, Any]:
         """Connect (running nothing) and say which host key was accepted, and how.
@@ -191,7 +220,7 @@ class SSHEndpoint:
             raise DeviceError(f"{self.device.target}: command timed out after {limit:g} s") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise DeviceError(
-                f"{self.device.target}: connection lost ({exc or type(exc).__name__})"
+                f"{self.device.target}: connection lost ({exc or type(exc).__name__})", "unreachable"
             ) from None
         return Result(r.exited, r.stdout, r.stderr)
 
@@ -215,6 +244,16 @@ class SSHEndpoint:
             self.conn.sftp().mkdir(remote, mode=0o755)
         except OSError as exc:
             raise DeviceError(f"{self.device.target}: cannot create {remote} ({exc})") from None
+
+    def remove_tree(self, remote: str) -> None:
+        """Remove the folder ``remote`` and the files in it (a failed upload's); quietly best effort."""
+        try:
+            sftp = self.conn.sftp()
+            for name in sftp.listdir(remote):
+                sftp.remove(f"{remote}/{name}")
+            sftp.rmdir(remote)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
 
     def rename(self, src: str, dst: str) -> None:
         self._open()
@@ -256,6 +295,9 @@ class LocalEndpoint:
 
     def mkdir(self, remote: str) -> None:
         (self.root / remote).mkdir(mode=0o755)
+
+    def remove_tree(self, remote: str) -> None:
+        shutil.rmtree(self.root / remote, ignore_errors=True)
 
     def rename(self, src: str, dst: str) -> None:
         os.replace(self.root / src, self.root / dst)

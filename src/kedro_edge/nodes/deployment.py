@@ -11,9 +11,10 @@ from matplotlib.figure import Figure
 
 from kedro_edge import config, data, evaluate, plots
 from kedro_edge.errors import GateError
-from kedro_edge.fleet import report, rollout
+from kedro_edge.fleet import report
+from kedro_edge.fleet.candidate import Candidate, temporary_folder
 from kedro_edge.fleet.inventory import Fleet
-from kedro_edge.fleet.release import staged_rollout
+from kedro_edge.fleet.rollout import staged_rollout
 from kedro_edge.io.fleet import ModelFile
 
 
@@ -44,9 +45,9 @@ def release_to_fleet(
     parity_inputs = data.Splits(model_input).x("test")[: cfg.parity_samples]
     reference = evaluate.ort_predict(evaluate.session(model_file.data), parity_inputs)
     manifest = {"model": version, "validation": validated.get("figures"), "created_utc": now}
-    with rollout.temporary_folder() as tmp:
-        release = rollout.Release.prepare(model_file.data, manifest, parity_inputs, Path(tmp))
-        outcome = staged_rollout(fleet, release, reference, cfg, devices)
+    with temporary_folder() as tmp:
+        candidate = Candidate.prepare(model_file.data, manifest, parity_inputs, Path(tmp))
+        outcome = staged_rollout(fleet, candidate, reference, cfg, devices)
     record = report.release_record(outcome, version, now, cfg)
     return record, report.benchmarks(version, outcome["devices"])
 
