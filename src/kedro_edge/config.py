@@ -143,9 +143,10 @@ class ValidationParams(_Strict):
 class RegressionParams(_Strict):
     enabled: bool = True  # candidate vs the active release, interleaved on each device
     alpha: float = Field(0.05, gt=0, lt=1)  # of the one-sided Wilcoxon signed-rank test on pairs
-    # and the slowdown must exceed this (0.05 = 5%). Not below 1%: both models' blocks share two
-    # sessions in one process, so tiny per-session offsets are "significant" (measured: 8 of 20
-    # A/A trials had p < 0.05, at +0.1-0.4%); the tolerance keeps them from blocking a release.
+    # and the slowdown must exceed this (0.05 = 5%). Not below 1%: a session's memory layout
+    # shifts its latency by ~0.1-0.4% for its life; the agent opens fresh sessions per pair
+    # (A/A false positives with no tolerance: 0 of 30, benchmarks/regression_detection.py), and
+    # the tolerance keeps what is left from blocking a release.
     tolerance: float = Field(0.05, ge=0.01)
     blocks: int = Field(10, ge=3)  # A B, B A, ... pairs of blocks, each min_runs/blocks queries
 

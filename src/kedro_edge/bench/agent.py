@@ -533,8 +533,15 @@ def bench(model, parity, providers, threads, warmup, min_runs, min_seconds, max_
         base.run(None, feeds[i % len(feeds)])
     runs, seconds = -(-min_runs // blocks), min_seconds / blocks
     a, b, a_blocks, b_blocks = [], [], [], []
-    pair = ((session, a, a_blocks), (base, b, b_blocks))
     for k in range(blocks):  # A B, B A, A B, ...: neither model always runs first
+        if k:  # fresh sessions per pair: a session's own memory layout shifts its latency a
+            # little for its whole life; new ones each pair turn that offset into noise the
+            # paired test sees, instead of a bias it would call significant
+            session, base = _session(model, providers, threads)[0], _session(baseline, providers, threads)[0]
+            for sess in (session, base):
+                for i in range(min(warmup, 20)):
+                    sess.run(None, feeds[i % len(feeds)])
+        pair = ((session, a, a_blocks), (base, b, b_blocks))
         for sess, times, medians in pair if k % 2 == 0 else pair[::-1]:
             block = _single_stream(sess, feeds, runs, seconds)
             times.extend(block)
