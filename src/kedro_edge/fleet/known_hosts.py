@@ -11,6 +11,7 @@ and an advisory ``flock`` on the file, leaving every byte already there as it wa
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -67,9 +68,21 @@ def parse(text: str) -> KnownHosts:
 
 
 def load(path: Path) -> KnownHosts:
-    """The known_hosts at ``path``; a file that doesn't exist yet knows no host."""
+    """The known_hosts at ``path``; a file that doesn't exist yet knows no host.
+
+    Parsed once per version of the file (path, size, mtime): a fleet shares one known_hosts.
+    """
     try:
-        return parse(path.read_text(errors="replace"))
+        st = path.stat()
+    except FileNotFoundError:
+        return KnownHosts()
+    return _parsed(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(path: str, size: int, mtime_ns: int) -> KnownHosts:
+    try:
+        return parse(Path(path).read_text(errors="replace"))
     except FileNotFoundError:
         return KnownHosts()
 

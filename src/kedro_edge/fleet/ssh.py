@@ -287,11 +287,14 @@ def _exec(transport: paramiko.Transport, command: str, limit: float) -> Result:
                 out += channel.recv(65536)
             while channel.recv_stderr_ready():
                 err += channel.recv_stderr(65536)
-            if channel.exit_status_ready() and channel.eof_received and not channel.recv_ready():
-                break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
+            if channel.eof_received and not channel.recv_ready() and not channel.recv_stderr_ready():
+                # all output is in; after EOF the channel always selects readable: wait, don't spin
+                if not channel.status_event.wait(remaining):
+                    raise TimeoutError
+                break
             select.select([channel], [], [], min(remaining, 1.0))
         code = channel.recv_exit_status()
     finally:
