@@ -69,10 +69,18 @@ def sha256_of(path):
 
 
 def facts(workdir):
-    """What this device is: architecture, CPUs, memory, free disk, Python and onnxruntime.
+    """What this device is, which versions are active and released, and who holds the lease.
 
     Reads only: a workdir that doesn't exist stays so (free disk is where it would be made).
     """
+    out = {"ok": True}
+    out.update(_machine(workdir))
+    out.update(released=list(reversed(_stack(workdir))), lease=_lease(workdir))
+    return out
+
+
+def _machine(workdir):
+    """Architecture, CPUs, memory, free disk, Python, onnxruntime; the active and previous versions."""
     disk = shutil.disk_usage(_nearest_existing(workdir))
     memory = None
     with contextlib.suppress(OSError, ValueError, IndexError):
@@ -86,7 +94,6 @@ def facts(workdir):
     except Exception as exc:  # the report says why, the facts still come back
         ort, available = "unavailable: " + type(exc).__name__, []
     return {
-        "ok": True,
         "arch": platform.machine(),
         "system": platform.system(),
         "cpu_count": os.cpu_count(),
@@ -98,8 +105,6 @@ def facts(workdir):
         "workdir": os.path.abspath(workdir),
         "current": _target(os.path.join(workdir, CURRENT)),
         "previous": _target(os.path.join(workdir, PREVIOUS)),
-        "released": list(reversed(_stack(workdir))),
-        "lease": _lease(workdir),
     }
 
 
@@ -514,9 +519,7 @@ def bench(model, parity, providers, threads, warmup, min_runs, min_seconds, max_
         session.run(None, feeds[i % len(feeds)])
     peak_rss_mb = _peak_rss_mb()  # the candidate alone is loaded so far
     outputs = session.run(None, {name: batch})[0]
-    device = facts(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(model)))))
-    for key in ("ok", "released", "lease"):
-        device.pop(key)
+    device = _machine(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(model)))))
     result = {
         "ok": True,
         "load_ms": load_ms,

@@ -57,11 +57,13 @@ def rollout_id(root: Path, sha: str) -> Iterator[tuple[str, bool]]:
             known = json.loads(raw)["id"] if raw else None
         except (ValueError, KeyError, TypeError):
             known = None
-        if known is None:
+        resumed = known is not None
+        if not resumed:
             known = secrets.token_hex(8)
-            os.write(fd, json.dumps({"id": known, "sha256": sha}).encode())
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"id": known, "sha256": sha}).encode(), 0)
             os.fsync(fd)
-        yield known, raw != b"" and known is not None
+        yield known, resumed
         path.unlink(missing_ok=True)  # finished (whatever the verdict): nothing to resume
     finally:
         os.close(fd)
@@ -76,6 +78,7 @@ class Keeper:
     def __init__(self, renew: Callable[[str], None], interval: float) -> None:
         self.renew, self.interval = renew, interval
         self.held: set[str] = set()
+        self.error: BaseException | None = None  # a bug in a renewal, raised on exit
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
@@ -104,7 +107,6 @@ class Keeper:
                     return
 
     def __enter__(self) -> Keeper:
-        self.error: BaseException | None = None
         self._thread.start()
         return self
 

@@ -20,6 +20,7 @@ none does; ``rolled_back`` when an aborted rollout undid its activations.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -83,21 +84,39 @@ class Rollout:
     def _renew(self, name: str) -> None:
         ops.renew(self.endpoints[name], self.lease)
 
-    def _each(self, devices: list[Device], work: Callable[[Device], dict], parallel: int, what: str):
-        return {o.device: o for o in for_each(devices, work, parallel, what)}
+    def _step(
+        self,
+        devices: list[Device],
+        work: Callable[[Device], dict],
+        parallel: int,
+        what: str,
+        gives_back_lease: bool = False,
+    ) -> dict[str, Outcome]:
+        """``work`` on each device; with ``gives_back_lease``, a device it succeeded on is no
+        longer renewed (the command released the lease on the device)."""
+        outcomes = {o.device: o for o in for_each(devices, work, parallel, what)}
+        if gives_back_lease:
+            for name, o in outcomes.items():
+                if o.status == "ok":
+                    self.keeper.drop(name)
+        return outcomes
 
-    def _fail(self, name: str, o: Outcome) -> None:
-        entry = self.devices[name]
-        entry.update(decision="failed", error=o.error, reason=o.error, failure=o.kind)
-
-    def _done_with(self, d: Device) -> None:
-        self.keeper.drop(d.name)
+    def _ok(self, devices: list[Device], outcomes: dict[str, Outcome]) -> list[tuple[Device, dict]]:
+        """The devices the step succeeded on, with its answer; the others are marked failed."""
+        ok = []
+        for d in devices:
+            o = outcomes[d.name]
+            if o.status == "failed":
+                self.devices[d.name].update(decision="failed", error=o.error, reason=o.error, failure=o.kind)
+            else:
+                ok.append((d, o.data))
+        return ok
 
     # -- per device steps ----------------------------------------------------------------------
     def _ship(self, d: Device) -> dict:
         reserve = int(self.cfg.disk_reserve_mb * 1e6)
-        leased = lambda: self.keeper.hold(d.name)  # noqa: E731 - from begin on, the lease is ours
-        return ops.ship(self._endpoint(d), self.candidate, self.lease, reserve, on_leased=leased)
+        held = functools.partial(self.keeper.hold, d.name)  # from begin on, the lease is ours
+        return ops.ship(self._endpoint(d), self.candidate, self.lease, reserve, on_leased=held)
 
     def _measure(self, d: Device) -> dict:
         entry = self.devices[d.name]
@@ -109,30 +128,18 @@ class Rollout:
         return result
 
     def _refuse(self, d: Device) -> dict:
-        out = ops.refuse(self._endpoint(d), self.candidate.sha256, self.lease, self.devices[d.name]["reason"])
-        self._done_with(d)
-        return out
+        reason = self.devices[d.name]["reason"]
+        return ops.refuse(self._endpoint(d), self.candidate.sha256, self.lease, reason)
 
     def _release(self, d: Device) -> dict:
-        out = ops.release(self._endpoint(d), self.lease)
-        self._done_with(d)
-        return out
+        return ops.release(self._endpoint(d), self.lease)
 
     def _activator(self, last: bool) -> Callable[[Device], dict]:
-        def work(d: Device) -> dict:
-            out = ops.activate(
-                self._endpoint(d), self.candidate.sha256, self.lease, self.cfg.keep_versions, release=last
-            )
-            if last:
-                self._done_with(d)
-            return out
-
-        return work
+        sha, keep = self.candidate.sha256, self.cfg.keep_versions
+        return lambda d: ops.activate(self._endpoint(d), sha, self.lease, keep, release=last)
 
     def _roll_back(self, d: Device) -> dict:
-        out = ops.rollback(self._endpoint(d), self.lease, allow_empty=True, release=True)
-        self._done_with(d)
-        return out
+        return ops.rollback(self._endpoint(d), self.lease, allow_empty=True, release=True)
 
     # -- one wave ------------------------------------------------------------------------------
     def wave(self, number: int, wave: list[Device], last: bool) -> bool:
@@ -140,37 +147,33 @@ class Rollout:
         sha, cfg = self.candidate.sha256, self.cfg
         for d in wave:
             self.devices[d.name] = {"device": d.name, "group": d.group, "wave": number, "decision": None}
-        shipped = self._each(wave, self._ship, cfg.max_parallel, f"wave {number}: install")
+        shipped = self._step(wave, self._ship, cfg.max_parallel, f"wave {number}: install")
         measure, already = [], []
-        for d in wave:
-            o, entry = shipped[d.name], self.devices[d.name]
-            if o.status == "failed":
-                self._fail(d.name, o)
-                continue
-            entry.update(workdir=o.data["workdir"], before=o.data["current"], install=o.data["install"])
-            if o.data["current"] == sha:  # done by an earlier (interrupted) run: skipped, and left
-                entry.update(decision="already active", before=o.data["previous"])  # as it is on abort
+        for d, data in self._ok(wave, shipped):
+            entry = self.devices[d.name]
+            entry.update(workdir=data["workdir"], before=data["current"], install=data["install"])
+            if data["current"] == sha:  # done by an earlier (interrupted) run: skipped, and left
+                entry.update(decision="already active", before=data["previous"])  # as it is on abort
                 already.append(d)
             else:
                 measure.append(d)
-        self._each(already, self._release, cfg.max_parallel, f"wave {number}: release leases")
-        measured = self._each(
+        self._step(already, self._release, cfg.max_parallel, f"wave {number}: release leases", True)
+        measured = self._step(
             measure, self._measure, cfg.max_parallel_benchmarks, f"wave {number}: benchmark"
         )
         passed, refused = [], []
-        for d in measure:
-            o, entry = measured[d.name], self.devices[d.name]
-            if o.status == "failed":
-                self._fail(d.name, o)
-                continue
-            results = gates.evaluate(o.data, self.fleet.groups[d.group].budgets, cfg.regression)
-            entry["measurement"] = o.data
+        for d, data in self._ok(measure, measured):
+            entry = self.devices[d.name]
+            results = gates.evaluate(data, self.fleet.groups[d.group].budgets, cfg.regression)
+            entry["measurement"] = data
             entry["gates"] = [r.to_dict() for r in results]
             bad = [r for r in results if not r.passed]
             entry["decision"] = "refused" if bad else "passed"
             entry["reason"] = "; ".join(r.reason for r in bad) if bad else "all gates passed"
             (refused if bad else passed).append(d)
-        recorded = self._each(refused, self._refuse, cfg.max_parallel, f"wave {number}: record refusals")
+        recorded = self._step(
+            refused, self._refuse, cfg.max_parallel, f"wave {number}: record refusals", True
+        )
         for d in refused:
             if recorded[d.name].status == "failed":  # still refused; the lease lapses or is released below
                 self.devices[d.name]["record_error"] = recorded[d.name].error
@@ -187,13 +190,11 @@ class Rollout:
         if share > cfg.max_failure_percentage:
             self.waves[-1]["outcome"] = "aborted"
             return False
-        activations = self._each(passed, self._activator(last), cfg.max_parallel, f"wave {number}: activate")
-        for d in passed:
-            if activations[d.name].status == "ok":
-                self.devices[d.name]["decision"] = "activated"
-                self.activated.append(d)
-            else:
-                self._fail(d.name, activations[d.name])
+        activate = self._activator(last)
+        activations = self._step(passed, activate, cfg.max_parallel, f"wave {number}: activate", last)
+        for d, _ in self._ok(passed, activations):
+            self.devices[d.name]["decision"] = "activated"
+            self.activated.append(d)
         self.waves[-1]["outcome"] = "passed"
         return True
 
@@ -210,7 +211,7 @@ class Rollout:
         for d in wave:
             if self.devices[d.name]["decision"] == "passed":
                 self.devices[d.name].update(decision="not activated", reason="its wave was aborted")
-        back = self._each(self.activated, self._roll_back, self.cfg.max_parallel, "roll back")
+        back = self._step(self.activated, self._roll_back, self.cfg.max_parallel, "roll back", True)
         for d in self.activated:
             entry = self.devices[d.name]
             if back[d.name].status == "ok":
@@ -219,15 +220,14 @@ class Rollout:
             else:
                 entry.update(decision="rollback failed", error=back[d.name].error)
 
-    def _give_back_leases(self) -> None:
+    def _give_back_leases(self, devices: list[Device]) -> None:
         """Every lease still held (failed, not activated, activated in an earlier wave): released."""
-        held = [d for d in self.targets if d.name in self.keeper.held]
+        held = [d for d in devices if d.name in self.keeper.held]
         for o in for_each(held, self._release, self.cfg.max_parallel, "release leases"):
             if o.status == "failed" and o.device in self.devices:
                 self.devices[o.device]["lease_error"] = o.error  # it lapses within lease_ttl
 
     def run(self, devices: list[Device], on_wave: Callable[[int], None] | None = None) -> dict[str, Any]:
-        self.targets = devices
         plan = plan_waves(devices, self.cfg.waves)
         aborted = False
         try:
@@ -241,7 +241,7 @@ class Rollout:
                         if on_wave is not None:
                             on_wave(number)
                 finally:
-                    self._give_back_leases()
+                    self._give_back_leases(devices)
         finally:
             for endpoint in self.endpoints.values():
                 endpoint.close()
