@@ -6,14 +6,14 @@ entry: a new sha256, so a real transfer) goes to 8 and 32 devices, 16 at a time,
 do comparable work per device (upload, checksum checked on the device, into place, run once):
 
 - ``project``: ``kedro_edge.fleet.rollout.staged_rollout`` as a release runs it, one wave
-  ``["100%"]``, ``max_parallel`` and ``max_parallel_benchmarks`` 16. To compare the shipping
-  machinery, the on-device step is cut to the least the rollout allows: the regression gate OFF
-  (``RegressionParams(enabled=False, blocks=3)``) and the group's benchmark at warmup 0,
-  min_runs 1, min_seconds 0. Per device: ``begin`` (lease, disk check: 1 command), SFTP upload
-  of model + manifest + parity into a staging folder, ``install`` (sha256 checked on the device,
-  rename: 1 command), ``bench`` (1 command; it still loads candidate and active release and
-  interleaves 3 A B pairs on fresh sessions: 6 session loads, parity outputs, device facts),
-  ``activate`` (1 command). One SSH connection per device, every command a channel on it.
+  ``["100%"]``, ``max_parallel`` and ``max_parallel_benchmarks`` 16 (so each device is measured
+  in the command that installs it). To compare the shipping machinery, the on-device step is cut
+  to the least the rollout allows: the regression gate OFF (``RegressionParams(enabled=False,
+  blocks=3)``: no baseline is measured) and the group's benchmark at warmup 0, min_runs 1,
+  min_seconds 0. Per device: ``begin`` (lease, disk check; model + manifest + parity streamed
+  on the same exec channel, sha256 checked on the device, renamed into place; then one session
+  load, a single-stream run, parity outputs and device facts: 1 command), ``activate`` (1
+  command). One SSH connection per device, every command a channel on it, no SFTP.
 - ``fabric-pool``: plain Fabric, one ``Connection`` per device in a ``ThreadPoolExecutor(16)``,
   host keys checked as strictly as the project (the fleet's known_hosts, ``RejectPolicy``):
   ``mkdir -p``, ``put`` to a temporary name, ``sha256sum`` (compared), ``mv``, then one
@@ -35,7 +35,7 @@ subreaper so the detached masters are reaped, and counted, here). The sshd, shel
 onnxruntime on the devices are other processes, in no tool's controller figure; their CPU is the
 "device CPU" column (each device's sshd listener with every process it reaped, from
 ``/proc/<pid>/stat``: 10 ms ticks), which explains most wall-time differences on loopback. The
-project's wall per rollout step (install, benchmark, activate) is in the JSON (``phases_s``, from
+project's wall per rollout step (install and measure, activate) is in the JSON (``phases_s``, from
 a timing wrapper this benchmark puts around ``rollout.for_each``). SSH connections per device:
 counted the same way for all three, from each sshd's log ("Accepted publickey"). Remote commands
 and SFTP requests: the project's from its rollout record and a counting wrapper on paramiko's
@@ -43,8 +43,10 @@ and SFTP requests: the project's from its rollout record and a counting wrapper 
 the same wrapper; Ansible's from one untimed ``-vvv`` run (ssh execs over the ControlMaster and
 sftp sessions, each put estimated at 3 requests: realpath, open, close). Round trips per device
 (an estimate, "~" for Ansible): connections x 5 (TCP, key exchange, auth) + commands x 2 (channel
-open, exec/exit) + SFTP sessions x 3 + SFTP requests. Bytes sent per device: what went over SFTP
-(the project: model + manifest + parity; the others: the model). Then an unchanged re-deploy with
+open, exec/exit) + SFTP sessions x 3 + SFTP requests + streamed uploads (the project's stream
+waits for the agent's first line, "model: no", before sending: 1 round trip each). Bytes sent per
+device: model bytes moved (the project: model + manifest + parity on its exec channel; the others:
+the model, over SFTP). Then an unchanged re-deploy with
 the project at each size (decision "already active", 0 bytes). First contact (the agent shipped
 to every device) and one warm-up run of Fabric and Ansible are outside the figures.
 
@@ -199,7 +201,7 @@ _for_each = rollout_module.for_each
 
 
 def _timed_for_each(devices: list[Device], work: Callable, parallel: int, what: str) -> list:
-    """``rollout.for_each``, timed: where the project's wall goes (install, benchmark, activate)."""
+    """``rollout.for_each``, timed: where the project's wall goes (install and measure, activate)."""
     start = time.perf_counter()
     try:
         return _for_each(devices, work, parallel, what)
@@ -221,6 +223,7 @@ def project(registry: Fleet, devices: list[Device], cand: Candidate, ref: np.nda
     return {
         "commands": sum(e.get("remote_commands", 0) for e in record["devices"]),
         "bytes_sent": sum(e.get("bytes_sent", 0) for e in record["devices"]),
+        "streams": sum(e.get("install") == "installed" for e in record["devices"]),
         "decisions": dict(Counter(e["decision"] for e in record["devices"])),
         "verdict": record["verdict"],
         "phases_s": dict(PHASES),
@@ -433,7 +436,11 @@ def measure(tool: str, loopback: Any, devices: list[Device], ship: Callable[[Can
     rtts = (
         None
         if commands is None or sessions is None
-        else connections * HANDSHAKE_RTTS + commands * COMMAND_RTTS + sessions * SFTP_SESSION_RTTS + requests
+        else connections * HANDSHAKE_RTTS
+        + commands * COMMAND_RTTS
+        + sessions * SFTP_SESSION_RTTS
+        + requests
+        + counts.get("streams", 0) / n
     )
     phases = counts.get("phases_s")
     console.print(
@@ -700,7 +707,7 @@ def main() -> int:
             "ansible_environment": ANSIBLE_SETTINGS,
             "round_trips": f"connections x {HANDSHAKE_RTTS} + commands x {COMMAND_RTTS} + SFTP sessions "
             f"x {SFTP_SESSION_RTTS} + SFTP requests (Ansible: {ANSIBLE_SFTP_REQUESTS_PER_PUT} per put, "
-            "estimated)",
+            "estimated) + streamed uploads (1 each)",
         },
         "note": f"loopback devices share the controller's {cores} cores (and the machine with other work): "
         "wall times compare the tools on loopback, not a real network",

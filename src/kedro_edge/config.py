@@ -66,6 +66,34 @@ class PruneParams(_Strict):
         return self
 
 
+class LowRankParams(_Strict):
+    """Truncated-SVD factorisation of Linear and k x k Conv layers (``compress.lowrank``)."""
+
+    enabled: bool = False
+    energy: float | None = Field(0.9, gt=0, le=1)  # keep the smallest rank holding this share of sigma^2
+    target_macs: float | None = Field(None, gt=0, lt=1)  # or: ranks chosen to keep this share of MACs
+    conv: Literal["channel", "spatial"] = "channel"  # k x k (r filters) + 1 x 1, or k x 1 (r) + 1 x k
+    min_rank: int = Field(1, ge=1)
+    finetune_epochs: int = Field(2, ge=0)
+    lr: float = Field(1e-3, gt=0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> LowRankParams:
+        if (self.energy is None) == (self.target_macs is None):
+            raise ValueError("set exactly one of 'energy' and 'target_macs'")
+        return self
+
+
+class ClusterParams(_Strict):
+    """Per-layer k-means weight sharing (``compress.cluster``): fewer distinct values, fewer bytes shipped."""
+
+    enabled: bool = False
+    k: int = Field(16, ge=2, le=256)  # shared values per layer
+    min_weights: int = Field(256, ge=1)  # layers with fewer weights stay as they are
+    finetune_epochs: int = Field(1, ge=0)  # centroids trained, assignments fixed: shared stays shared
+    lr: float = Field(1e-4, gt=0)
+
+
 class QuantizeParams(_Strict):
     enabled: bool = True
     calibration_samples: int = Field(256, ge=1)  # from the training split
@@ -74,6 +102,10 @@ class QuantizeParams(_Strict):
     # uint8 activations (U8S8): ORT on x86-64 fuses every Conv into QLinearConv; with int8
     # (S8S8) it left Conv+ReLU as DQ->float Conv->Q here, 2.8x slower (ORT 1.32, AVX-512).
     activation_type: Literal["uint8", "int8"] = "uint8"
+    # ONNX node names kept in float (mixed precision), or "auto": measured per layer on the
+    # validation split (accuracy) and on this host (latency); see compress.mixed_precision
+    exclude: list[str] | Literal["auto"] = Field(default_factory=list)
+    auto_max_layer_drop: float = Field(0.5, ge=0)  # auto: points of validation accuracy one layer may cost
 
 
 class DistillParams(_Strict):
@@ -91,9 +123,11 @@ class ExportParams(_Strict):
 
 
 class CompressionParams(_Strict):
+    lowrank: LowRankParams = LowRankParams()
     prune: PruneParams = PruneParams()
     quantize: QuantizeParams = QuantizeParams()
     distill: DistillParams = DistillParams()
+    cluster: ClusterParams = ClusterParams()
     export: ExportParams = ExportParams()
 
 
@@ -184,6 +218,7 @@ class DeploymentParams(_Strict):
     lease_ttl: float = Field(600.0, ge=10)
     keep_versions: int = Field(3, ge=1)  # standing releases kept on a device (current included)
     disk_reserve_mb: float = Field(1.0, ge=0)  # free space an upload must leave on the device
+    codec: Literal["lzma", "zlib", "none"] = "lzma"  # the model on the wire (stdlib on the device)
     regression: RegressionParams = RegressionParams()
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from kedro_edge import accuracy as acc
+from kedro_edge.codec import shipped_size
 from kedro_edge.compress.prune import footprint
 from kedro_edge.compress.quantize import is_quantization_aware, to_float
 from kedro_edge.config import LatencyParams
@@ -109,8 +110,10 @@ def evaluate_stage(
         robust_correct = ort_predict(sess, robust_x, batch_size).argmax(1) == y
         robust = acc.accuracy(robust_correct, confidence)
         figures.update(robust_accuracy=robust.accuracy, robust_accuracy_ci=[robust.ci_low, robust.ci_high])
+    serialized = onnx_model.SerializeToString()
     figures.update(
-        size_bytes=len(onnx_model.SerializeToString()),
+        size_bytes=len(serialized),
+        shipped_bytes=shipped_size(serialized),  # lzma: what a release sends to each device
         params=fp.params,
         macs=fp.macs,
         latency_p50_ms=float(np.percentile(times, 50)),

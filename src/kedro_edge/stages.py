@@ -136,8 +136,12 @@ def summary_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
                 else "—",
                 "robust vs teacher": f"{robust['diff_points']:+.2f}" if robust else "—",
                 "KiB": f"{fig['size_bytes'] / 1024:,.0f}",
+                "shipped KiB": f"{fig['shipped_bytes'] / 1024:,.0f}" if "shipped_bytes" in fig else "—",
                 "p50 ms": f"{fig['latency_p50_ms']:.3g}",
                 "smaller": f"{teacher['size_bytes'] / fig['size_bytes']:.1f}x",
+                "shipped smaller": f"{teacher['size_bytes'] / fig['shipped_bytes']:.1f}x"
+                if "shipped_bytes" in fig
+                else "—",
                 "faster": f"{teacher['latency_p50_ms'] / fig['latency_p50_ms']:.1f}x",
             }
         )

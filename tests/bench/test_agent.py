@@ -17,14 +17,27 @@ from kedro_edge.export import to_onnx
 AGENT = Path(agent.__file__)
 
 
-def call(*args: str) -> dict:
-    done = subprocess.run([sys.executable, str(AGENT), *args], capture_output=True, text=True, timeout=120)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+def call(*args: str, stdin: bytes = b"") -> dict:
+    done = subprocess.run([sys.executable, str(AGENT), *args], input=stdin, capture_output=True, timeout=120)
+    result = json.loads(done.stdout.decode().strip().splitlines()[-1])
     assert (done.returncode == 0) == result["ok"]
     return result
 
 
+def receive(wd: Path, sha: str, sent: bytes, lease: str, size: int | None = None) -> tuple[dict, list[dict]]:
+    """``begin --files`` with the model on stdin (the controller sends it after the first line)."""
+    files = f"model.onnx:{len(sent) if size is None else size}"
+    done = subprocess.run(
+        [sys.executable, str(AGENT), "begin", str(wd), sha, "--lease", lease, "--files", files],
+        input=sent, capture_output=True, timeout=120,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert (done.returncode == 0) == lines[-1]["ok"]
+    return lines[-1], lines[:-1]
+
+
 def stage(workdir: Path, name: str, content: bytes) -> tuple[str, Path]:
+    """What a transfer that died half-way leaves: a staging folder."""
     staging = workdir / "versions" / f".incoming-{name}"
     staging.mkdir(parents=True)
     (staging / "model.onnx").write_bytes(content)
@@ -43,12 +56,11 @@ def test_agent_is_self_contained_python_3_8():
 
 
 def release(wd: Path, content: bytes, lease: str = "r1") -> dict:
-    """begin -> stage -> install -> activate, as a rollout does."""
+    """begin (receiving the model) -> activate, as a rollout does."""
     sha = hashlib.sha256(content).hexdigest()
-    assert call("begin", str(wd), sha, "--lease", lease)["model"] == "no"
-    _, staged = stage(wd, sha[:8], content)
-    assert call("install", str(wd), sha, str(staged), "--lease", lease)["status"] == "installed"
-    assert not staged.exists()
+    done, first = receive(wd, sha, content, lease)
+    assert [f["model"] for f in first] == ["no"] and done["install"] == "installed"
+    assert not list((wd / "versions").glob(".incoming-*"))
     return call("activate", str(wd), sha, "--lease", lease, "--release")
 
 
@@ -67,15 +79,17 @@ def test_install_verifies_renames_and_activation_swaps_current_and_previous(tmp_
     assert not (wd / ".rollout").exists() or call("release", str(wd), "--lease", "r3")["ok"]
 
 
-def test_a_corrupt_transfer_is_refused_and_nothing_points_at_it(tmp_path):
+def test_a_corrupt_or_short_transfer_is_refused_and_nothing_is_left_or_points_at_it(tmp_path):
     wd = tmp_path / "wd"
     release(wd, b"good")
-    sha, staged = stage(wd, "bad", b"the bytes that were sent")
-    (staged / "model.onnx").write_bytes(b"the bytes that arri")  # truncated on the way
-    result = call("install", str(wd), sha, str(staged), "--lease", "r2")
-    assert not result["ok"] and "sha256 mismatch on device" in result["error"]
-    assert not (wd / "versions" / sha).exists() and not staged.exists()
-    assert os.readlink(wd / "current") == f"versions/{hashlib.sha256(b'good').hexdigest()}"
+    good = f"versions/{hashlib.sha256(b'good').hexdigest()}"
+    sha = hashlib.sha256(b"the bytes that were sent").hexdigest()
+    corrupt, _ = receive(wd, sha, b"the bytes that WERE sent", "r2")  # same size, other bytes
+    assert not corrupt["ok"] and "sha256 mismatch on device" in corrupt["error"]
+    short, _ = receive(wd, sha, b"the bytes that", "r2", size=len(b"the bytes that were sent"))
+    assert not short["ok"] and short["error"] == "upload incomplete: model.onnx ended after 14 of 24 bytes"
+    assert not (wd / "versions" / sha).exists() and not list((wd / "versions").glob(".incoming-*"))
+    assert os.readlink(wd / "current") == good and not (wd / ".rollout").exists()  # lease given up
 
 
 def test_leftovers_of_an_interrupted_transfer_are_cleaned_when_a_rollout_begins(tmp_path):
@@ -101,9 +115,8 @@ def test_rollback_walks_back_through_releases_and_never_to_a_refused_one(tmp_pat
     shas = [hashlib.sha256(m).hexdigest() for m in (b"a", b"b", b"c")]
     for m in (b"a", b"b", b"c"):
         release(wd, m)
-    refused, staged = stage(wd, "r", b"refused one")
     refused = hashlib.sha256(b"refused one").hexdigest()
-    call("install", str(wd), refused, str(staged), "--lease", "x")
+    receive(wd, refused, b"refused one", "x")
     call("refuse", str(wd), refused, "--lease", "x", "--reason", "p90 too high")
     assert call("rollback", str(wd), "--lease", "u", "--release")["current"] == shas[1]
     assert call("rollback", str(wd), "--lease", "u", "--release")["current"] == shas[0]
@@ -161,3 +174,28 @@ def test_bench_reports_single_stream_latency_and_parity_outputs(tmp_path, teache
     )
     assert result["load_ms"] > 0 and 10 < result["peak_rss_mb"] < 2000
     assert np.asarray(result["parity_outputs"]).shape == (5, 10)
+
+
+def test_a_compressed_model_is_decompressed_and_its_sha256_checked_on_the_device(tmp_path):
+    import lzma
+
+    wd = tmp_path / "wd"
+    content = bytes(range(256)) * 400  # compresses well
+    sha, packed = hashlib.sha256(content).hexdigest(), lzma.compress(content)
+    assert len(packed) < len(content) / 20
+    argv = ["begin", str(wd), sha, "--lease", "c", "--files", f"model.onnx.xz:{len(packed)}"]
+    done = subprocess.run([sys.executable, str(AGENT), *argv], input=packed, capture_output=True, timeout=60)
+    answer = json.loads(done.stdout.decode().splitlines()[-1])
+    assert answer["install"] == "installed"
+    assert (wd / "versions" / sha / "model.onnx").read_bytes() == content  # stored decompressed
+    assert not (wd / "versions" / sha / "model.onnx.xz").exists()
+    call("release", str(wd), "--lease", "c")
+    other = hashlib.sha256(b"x" + content).hexdigest()
+    for sent, why in ((packed[:-40], "is truncated"), (packed[:100] + b"\0" * 50 + packed[150:], "corrupt")):
+        argv = ["begin", str(wd), other, "--lease", "c", "--files", f"model.onnx.xz:{len(sent)}"]
+        done = subprocess.run(
+            [sys.executable, str(AGENT), *argv], input=sent, capture_output=True, timeout=60
+        )
+        answer = json.loads(done.stdout.decode().splitlines()[-1])
+        assert not answer["ok"] and why in answer["error"], answer
+        assert not list((wd / "versions").glob(".incoming-*")) and not (wd / "versions" / other).exists()

@@ -61,13 +61,19 @@ def test_a_good_first_release_goes_out_wave_by_wave(fleet, tmp_path):
 
 def test_a_second_good_release_is_compared_interleaved_and_promoted(fleet, tmp_path):
     cand, reference = candidate(tmp_path, model(seed=2))
-    record = run(fleet, cand, reference, MAIN)
+    # as many benchmarks as installs at once: measured in the command that streamed it in
+    cfg = CFG.model_copy(update={"max_parallel_benchmarks": CFG.max_parallel})
+    record = run(fleet, cand, reference, MAIN, cfg=cfg)
     assert record["verdict"] == "released", record
     for entry in record["devices"]:
         m = entry["measurement"]
         assert len(m["block_p50_ms"]) == CFG.regression.blocks == len(m["baseline"]["block_p50_ms"])
         (gate,) = entry["gates"]
         assert gate["passed"] and "Wilcoxon signed-rank" in gate["reason"]
+        assert entry["bytes_sent"] == cand.shipped_bytes < cand.upload_bytes  # the model went lzma'd
+        assert entry["ssh_connections"] == 1
+    # last wave: begin (stream, verify, install, measure) + activate (releasing the lease)
+    assert [e["remote_commands"] for e in record["devices"]] == [3, 3, 2, 2]  # earlier waves: + release
     # previous points at what a rollback returns to
     assert (fleet.device("dev1")["workdir"] / "previous").resolve().name == STATE["good"]
     assert_whole(fleet, MAIN)

@@ -51,6 +51,13 @@ def test_deployment_pipeline_ships_the_validated_model_to_every_device(project, 
         current = fleet.device(name)["workdir"] / "current" / "model.onnx"
         assert current.read_bytes() == model
     assert (project / "data/08_reporting/device_latency.png").read_bytes()[:4] == b"\x89PNG"
+    # the INT8 model went lzma-compressed: fewer bytes on the wire than the file it became
+    record = json.loads((project / "data/08_reporting/release.json").read_text())
+    shipping = record["shipping"]
+    assert shipping["codec"] == "lzma" and shipping["model_bytes"] == len(model)
+    assert shipping["model_shipped_bytes"] < 0.9 * len(model)
+    assert {d["bytes_sent"] for d in record["devices"]} == {shipping["shipped_bytes"]}
+    assert "shipped: " in (project / "data/08_reporting/release.md").read_text()
 
 
 def _active(fleet, name: str) -> bytes:

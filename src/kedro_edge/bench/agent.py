@@ -7,8 +7,12 @@ commands need only the standard library; ``bench`` needs numpy and onnxruntime. 
 command prints one JSON object on stdout. It imports nothing of kedro-edge.
 
     agent.py facts    WORKDIR                       reads only (also run as `python -c`)
-    agent.py begin    WORKDIR SHA --lease ID [--need-bytes N]   take the lease, clean, check disk
-    agent.py install  WORKDIR SHA STAGING --lease ID            verify sha256, move to versions/SHA
+    agent.py begin    WORKDIR SHA --lease ID [--need-bytes N] [--files NAME:SIZE,...]
+                      take the lease, clean, check disk; with --files, receive them on stdin
+                      (after a first line saying they are needed; NAME.xz / NAME.zz arrive
+                      lzma / zlib compressed and are stored decompressed), verify the sha256 of
+                      the decompressed model, move to versions/SHA;
+                      [--measure [--against-current] BENCH-OPTIONS]: then benchmark it
     agent.py activate WORKDIR SHA --lease ID [--keep-versions N] [--release]
     agent.py refuse   WORKDIR SHA --lease ID --reason TEXT      record a refused candidate
     agent.py rollback WORKDIR --lease ID [--to SHA [--force]] [--allow-empty] [--release]
@@ -35,6 +39,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import lzma
 import math
 import os
 import platform
@@ -43,6 +48,7 @@ import signal
 import socket
 import sys
 import time
+import zlib
 
 VERSIONS, CURRENT, PREVIOUS, LOCK, LEASE, HISTORY = (
     "versions",
@@ -53,6 +59,8 @@ VERSIONS, CURRENT, PREVIOUS, LOCK, LEASE, HISTORY = (
     "history",
 )
 INCOMING = ".incoming-"
+MODEL = "model.onnx"
+CODECS = {".xz": lzma.LZMADecompressor, ".zz": zlib.decompressobj}  # wire suffix -> decompressor
 DEFAULT_TTL = 600.0  # seconds a lease outlives a controller that stopped renewing it
 
 
@@ -277,8 +285,18 @@ def _clean_incoming(workdir):
     return removed
 
 
-def begin(workdir, sha, lease_id, ttl, timeout, need_bytes):
-    """Take the lease, clear stale uploads, and say whether ``sha`` must be uploaded (and fits)."""
+def begin(workdir, sha, lease_id, ttl, timeout, need_bytes, files=(), say=None, measure=None):
+    """Take the lease, clear stale uploads, say whether ``sha`` is here; if not and ``files``
+    (``[(name, size), ...]``) are given, receive them on stdin and install them; with
+    ``measure`` (``bench`` keyword arguments, ``baseline`` True for the active release), then
+    benchmark the installed version unless it is already the active one (``measurement``).
+
+    With ``files``, the first answer (``model``: ``yes``|``no``) is a line of its own (``say``):
+    the controller sends the bytes only after reading ``no``. They land in a fresh
+    ``versions/.incoming-*`` folder; the model's sha256 is checked as it arrives; only a complete,
+    verified folder is renamed to ``versions/<sha>`` (under the lease again, nothing active
+    changes). A short or failed transfer removes its folder and gives the lease up.
+    """
     os.makedirs(os.path.join(workdir, VERSIONS), exist_ok=True)
     with leased(workdir, lease_id, ttl, timeout, release_on_error=True):
         cleaned = _clean_incoming(workdir)
@@ -291,34 +309,112 @@ def begin(workdir, sha, lease_id, ttl, timeout, need_bytes):
                 + ": "
                 + f"{free / 1e6:.1f} MB free, the upload needs {need_bytes / 1e6:.1f} MB"
             )
-        return _state(workdir, model="yes" if present else "no", cleaned=cleaned, disk_free_bytes=free)
+        state = _state(workdir, model="yes" if present else "no", cleaned=cleaned, disk_free_bytes=free)
+    if not files:
+        return dict(state, install="present" if present else None)
+    say(state)
+    if present:
+        state["install"] = "present"
+    else:
+        try:
+            staging = _receive(workdir, sha, files, sys.stdin.buffer, need_bytes)
+        except BaseException:
+            _give_up(workdir, lease_id, timeout)
+            raise
+        with leased(workdir, lease_id, ttl, timeout, release_on_error=True):
+            _install(workdir, sha, staging)
+            state = _state(workdir, model="yes", install="installed", cleaned=cleaned, disk_free_bytes=free)
+    if measure is not None and state["current"] != sha:
+        version = os.path.join(workdir, VERSIONS, sha)
+        against = state["current"] if measure.pop("baseline") else None
+        state["measurement"] = bench(
+            os.path.join(version, MODEL), os.path.join(version, "parity.npy"),
+            baseline=against and os.path.join(workdir, VERSIONS, against, MODEL), **measure,
+        )  # fmt: skip
+        state["measurement"].pop("ok")
+    return state
 
 
-def install(workdir, sha, staging, lease_id, ttl, timeout):
-    """Verify the staged model's sha256 and move the folder to versions/<sha> (not activated)."""
+def _receive(workdir, sha, files, stream, limit=0):
+    """Write ``files`` from ``stream`` into a new staging folder; its path, or an error with
+    the folder removed. A file whose name ends in a codec's suffix (``model.onnx.xz``) is
+    decompressed as it arrives, at most ``limit`` bytes (0: no limit); the sha256 of
+    ``model.onnx`` is computed on the decompressed bytes."""
+    versions = os.path.join(workdir, VERSIONS)
+    staging = os.path.join(versions, INCOMING + sha + "-" + str(os.getpid()))
+    os.mkdir(staging)
+    try:
+        for name, size in files:
+            target, decoder = _decoder(name)
+            digest = hashlib.sha256()
+            written = 0
+            with open(os.path.join(staging, target), "wb") as out:
+                left = size
+                while left:
+                    chunk = stream.read(min(left, 1 << 20))
+                    if not chunk:
+                        raise Refused(
+                            "upload incomplete: " + name + " ended after "
+                            + str(size - left) + " of " + str(size) + " bytes"
+                        )  # fmt: skip
+                    left -= len(chunk)
+                    data = _decode(decoder, chunk, name)
+                    written += len(data)
+                    if limit and written > limit:
+                        raise Refused(
+                            name + " decompresses to more than the " + str(limit) + " bytes announced"
+                        )
+                    out.write(data)
+                    digest.update(data)
+                if decoder is not None and not decoder.eof:
+                    raise Refused(name + " is truncated: its compressed stream did not end")
+                out.flush()
+                os.fsync(out.fileno())
+            if target == MODEL and digest.hexdigest() != sha:
+                raise Refused("sha256 mismatch on device: expected " + sha + ", got " + digest.hexdigest())
+        return staging
+    except BaseException:  # a full disk must not stay full of our leftovers
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _decoder(name):
+    """(file name on disk, a streaming decompressor or None) for a name as it came on the wire."""
+    for suffix, make in CODECS.items():
+        if name.endswith(suffix):
+            return name[: -len(suffix)], make()
+    return name, None
+
+
+def _decode(decoder, chunk, name):
+    if decoder is None:
+        return chunk
+    try:
+        return decoder.decompress(chunk)
+    except (lzma.LZMAError, zlib.error) as exc:
+        raise Refused(name + " is corrupt: " + str(exc)) from None
+
+
+def _install(workdir, sha, staging):
+    """Rename the verified staging folder to versions/<sha> (not activated)."""
     versions = os.path.join(workdir, VERSIONS)
     final = os.path.join(versions, sha)
     try:
-        with leased(workdir, lease_id, ttl, timeout):
-            if _present(workdir, sha):
-                return _state(workdir, status="present")
-            model = os.path.join(staging, "model.onnx")
-            if not os.path.isfile(model):
-                raise Refused("nothing staged at " + staging)
-            got = sha256_of(model)
-            if got != sha:
-                raise Refused("sha256 mismatch on device: expected " + sha + ", got " + got)
-            for name in os.listdir(staging):
-                with open(os.path.join(staging, name), "rb") as fh:
-                    os.fsync(fh.fileno())
-            if os.path.isdir(final):  # a version folder without its model: what is left of a bad one
-                shutil.rmtree(final)
-            os.rename(staging, final)
-            _fsync_dir(versions)
-            return _state(workdir, status="installed")
-    finally:  # whatever happened, no upload of ours stays behind
-        if staging != "-" and os.path.isdir(staging):
+        if _present(workdir, sha):
+            return
+        if os.path.isdir(final):  # a version folder without its model: what is left of a bad one
+            shutil.rmtree(final)
+        os.rename(staging, final)
+        _fsync_dir(versions)
+    finally:
+        if os.path.isdir(staging):
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _give_up(workdir, lease_id, timeout):
+    """Drop the lease after a failed transfer (best effort: it lapses on its own otherwise)."""
+    with contextlib.suppress(Exception), _locked(workdir, timeout):
+        _drop_lease(workdir, lease_id)
 
 
 def activate(workdir, sha, lease_id, ttl, timeout, keep_versions, release_lease):
@@ -578,6 +674,24 @@ def _fail(message):
     return {"ok": False, "error": message}
 
 
+def _files(text):
+    """``manifest.json:123,model.onnx:456`` -> [(name, size), ...]; plain file names only."""
+    files = []
+    for item in text.split(","):
+        name, _, size = item.rpartition(":")
+        if not name or os.path.basename(name) != name or name.startswith(".") or not size.isdigit():
+            raise argparse.ArgumentTypeError("bad --files entry " + repr(item))
+        files.append((name, int(size)))
+    return files
+
+
+def _say(payload):
+    """One JSON line on stdout, now (a first answer the controller waits for)."""
+    json.dump(payload, sys.stdout)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="agent.py")
     parser.add_argument("--deadline", type=float, default=None, help="end this process after S seconds")
@@ -585,7 +699,6 @@ def _parser():
     sub.add_parser("facts").add_argument("workdir")
     commands = {
         "begin": ("workdir", "sha"),
-        "install": ("workdir", "sha", "staging"),
         "activate": ("workdir", "sha"),
         "refuse": ("workdir", "sha"),
         "rollback": ("workdir",),
@@ -600,6 +713,7 @@ def _parser():
         p.add_argument("--ttl", type=float, default=DEFAULT_TTL)
         p.add_argument("--lock-timeout", type=float, default=60.0)
     sub.choices["begin"].add_argument("--need-bytes", type=int, default=0)
+    sub.choices["begin"].add_argument("--files", type=_files, default=(), help="NAME:SIZE,... on stdin")
     sub.choices["activate"].add_argument("--keep-versions", type=int, default=0)
     sub.choices["refuse"].add_argument("--reason", default="")
     for command in ("activate", "rollback"):
@@ -612,14 +726,29 @@ def _parser():
     p.add_argument("model")
     p.add_argument("parity")
     p.add_argument("--baseline", default=None)
-    p.add_argument("--blocks", type=int, default=10)
-    p.add_argument("--providers", default="CPUExecutionProvider")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=50)
-    p.add_argument("--min-runs", type=int, default=200)
-    p.add_argument("--min-seconds", type=float, default=2.0)
-    p.add_argument("--max-samples", type=int, default=5000)
+    begin = sub.choices["begin"]
+    begin.add_argument("--measure", action="store_true", help="then benchmark it (bench's options)")
+    begin.add_argument("--against-current", action="store_true", help="interleaved with the active release")
+    for q in (p, begin):
+        q.add_argument("--blocks", type=int, default=10)
+        q.add_argument("--providers", default="CPUExecutionProvider")
+        q.add_argument("--threads", type=int, default=1)
+        q.add_argument("--warmup", type=int, default=50)
+        q.add_argument("--min-runs", type=int, default=200)
+        q.add_argument("--min-seconds", type=float, default=2.0)
+        q.add_argument("--max-samples", type=int, default=5000)
     return parser
+
+
+def _measure_options(a):
+    """``begin --measure``'s benchmark settings, as ``bench`` takes them."""
+    if not a.measure:
+        return None
+    return {
+        "providers": a.providers.split(","), "threads": a.threads, "warmup": a.warmup,
+        "min_runs": a.min_runs, "min_seconds": a.min_seconds, "max_samples": a.max_samples,
+        "blocks": a.blocks, "baseline": a.against_current,
+    }  # fmt: skip
 
 
 def _run(a):
@@ -627,9 +756,7 @@ def _run(a):
     if a.command == "facts":
         return facts(a.workdir)
     if a.command == "begin":
-        return begin(a.workdir, a.sha, *lease, a.need_bytes)
-    if a.command == "install":
-        return install(a.workdir, a.sha, a.staging, *lease)
+        return begin(a.workdir, a.sha, *lease, a.need_bytes, a.files, _say, _measure_options(a))
     if a.command == "activate":
         return activate(a.workdir, a.sha, *lease, a.keep_versions, a.release)
     if a.command == "refuse":
@@ -657,8 +784,7 @@ def main(argv=None):
         result = _fail(str(exc))
     except Exception as exc:
         result = _fail(type(exc).__name__ + ": " + str(exc))
-    json.dump(result, sys.stdout)
-    sys.stdout.write("\n")
+    _say(result)
     return 0 if result.get("ok") else 1
 
 

@@ -4,7 +4,7 @@
     ssh.py         connections (host keys verified, retries), remote commands quoted
     known_hosts.py trusting a new host key: one appended line under a lock
     candidate.py   the model bytes, manifest and parity batch to ship
-    device.py      one device: begin, upload, install, benchmark, activate, refuse, rollback
+    device.py      one device: ship (lease, stream, verify, install, measure), activate, refuse, rollback
     lease.py       rollout ids and the thread that renews their device leases
     pool.py        a bounded pool over devices, one outcome each
     rollout.py     the staged rollout: waves, gates, verdicts

@@ -1,14 +1,17 @@
-"""What the controller does on ONE device, each step one agent command (one round trip).
+"""What the controller does on ONE device, each step one agent command (one exec channel).
 
 A rollout's steps on a device, all under the rollout's lease (``kedro_edge.fleet.lease``):
 
-1. ``begin``: take the lease, remove stale ``.incoming-*`` uploads, say whether the version is
-   already there, and refuse if the disk cannot hold it;
-2. ``upload`` (only what the device lacks) into ``versions/.incoming-<sha>-<token>/`` over
-   SFTP; a failed upload removes its folder;
-3. ``install``: the agent checks the sha256 ON the device and renames the folder to
-   ``versions/<sha>``;
-4. ``benchmark`` against the active release; then ``activate`` (recorded as released; old
+1. ``ship``, one command (``begin --files``): take the lease, remove stale ``.incoming-*``
+   uploads, say whether the version is already there, refuse if the disk cannot hold it; if it
+   is not there, the files stream over the same channel's stdin into
+   ``versions/.incoming-<sha>-<pid>/`` (the model compressed, ``deployment.codec``: the agent
+   decompresses it with Python's standard library), the agent checks the sha256 of the
+   decompressed model ON the device as it arrives and renames the folder to ``versions/<sha>``.
+   A short or failed transfer removes its folder. (No SFTP session: its request/response per
+   chunk and per file is what a slow link pays for; an unchanged version moves 0 bytes.) The
+   same command can then benchmark it (``measure``);
+2. else ``benchmark`` against the active release; then ``activate`` (recorded as released; old
    versions collected), ``refuse`` or ``rollback`` (recorded in the device's history).
 
 Every agent command goes through one POSIX ``sh`` script that makes the workdir, checks that
@@ -23,19 +26,20 @@ import json
 import secrets
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from kedro_edge.bench import agent as agent_module
-from kedro_edge.fleet.candidate import FILES, Candidate
+from kedro_edge.fleet.candidate import MODEL, Candidate
 from kedro_edge.fleet.inventory import Group
 from kedro_edge.fleet.lease import Lease
-from kedro_edge.fleet.ssh import DeviceError, Endpoint, python_of, workdir_of
+from kedro_edge.fleet.ssh import DeviceError, Endpoint, Feed, python_of, workdir_of
 
 AGENT_SOURCE = Path(agent_module.__file__).read_bytes()
 AGENT_SHA = hashlib.sha256(AGENT_SOURCE).hexdigest()
 GRACE = 5.0  # seconds the controller waits beyond the agent's own deadline
+CHUNK = 256 * 1024  # bytes per write when streaming a version (paramiko splits into packets)
 
 # $1 workdir, $2 agent sha256, then the agent's command line.
 AGENT = r"""set -e
@@ -47,12 +51,12 @@ echo "workdir=$(pwd -P)"
 """
 
 
-def call(endpoint: Endpoint, command: str, *args: str) -> dict[str, Any]:
+def call(endpoint: Endpoint, command: str, *args: str, feed: Feed | None = None) -> dict[str, Any]:
     """``agent.py COMMAND . ARGS`` in the device's workdir: its JSON answer, or a DeviceError."""
-    return _invoke(endpoint, command, [".", *args])
+    return _invoke(endpoint, command, [".", *args], feed)
 
 
-def _invoke(endpoint: Endpoint, command: str, args: list[str]) -> dict[str, Any]:
+def _invoke(endpoint: Endpoint, command: str, args: list[str], feed: Feed | None = None) -> dict[str, Any]:
     """Run the agent (shipping it first if the device lacks this version of it).
 
     The agent ends itself after the device's ``command_timeout`` (``--deadline``), so a command
@@ -63,12 +67,12 @@ def _invoke(endpoint: Endpoint, command: str, args: list[str]) -> dict[str, Any]
     tail = [python_of(device), f"agent/{AGENT_SHA}.py", "--deadline", f"{limit:g}", command, *args]
     argv = ["sh", "-c", AGENT, "kedro-edge", workdir_of(device), AGENT_SHA, *tail]
     started = time.monotonic()
-    result = endpoint.run(argv, timeout=limit + GRACE)
+    result = endpoint.run(argv, timeout=limit + GRACE, feed=feed)
     if "agent=missing" in result.stdout.splitlines():
         workdir = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)["workdir"]
         _ship_agent(endpoint, workdir)
         started = time.monotonic()
-        result = endpoint.run(argv, timeout=limit + GRACE)
+        result = endpoint.run(argv, timeout=limit + GRACE, feed=feed)
     what = "benchmark" if command == "bench" else command
     return _answer(result, device.target, what, limit, time.monotonic() - started)
 
@@ -107,25 +111,6 @@ def begin(endpoint: Endpoint, candidate: Candidate, lease: Lease, reserve_bytes:
     return call(endpoint, "begin", candidate.sha256, *lease.args(), "--need-bytes", str(need))
 
 
-def upload(
-    endpoint: Endpoint,
-    candidate: Candidate,
-    workdir: str,
-    on_upload: Callable[[int, int], None] | None = None,
-) -> str:
-    """Upload the candidate's files into a fresh staging folder; on any failure, remove it."""
-    staging = f"{workdir}/versions/.incoming-{candidate.sha256}-{secrets.token_hex(4)}"
-    endpoint.mkdir(staging)
-    try:
-        for name in FILES:
-            callback = on_upload if name == "model.onnx" else None
-            endpoint.put(candidate.folder / name, f"{staging}/{name}", callback)
-    except BaseException:
-        endpoint.remove_tree(staging)  # a full disk must not stay full of our leftovers
-        raise
-    return staging
-
-
 def ship(
     endpoint: Endpoint,
     candidate: Candidate,
@@ -133,20 +118,51 @@ def ship(
     reserve_bytes: int = 0,
     on_upload: Callable[[int, int], None] | None = None,
     on_leased: Callable[[], None] | None = None,
+    measure: tuple[Group, int, bool] | None = None,
 ) -> dict[str, Any]:
-    """Take the lease and put the verified version in ``versions/<sha>`` (not active).
+    """Take the lease and put the verified version in ``versions/<sha>`` (not active), in one command.
 
     Returns ``install`` (``present``: nothing moved | ``installed``), ``current``, ``previous``,
-    ``workdir``. ``on_leased`` is called once the device granted the lease.
+    ``workdir``. With ``measure`` (group, blocks, against the active release?), the same command
+    then benchmarks the version, unless it is the active one already (``measurement``: what
+    ``benchmark`` returns): one command fewer per device. ``on_leased`` is called once the device
+    granted the lease (its first answer), so a transfer that fails after it still has its lease
+    given back; ``on_upload(sent, total)`` after each chunk of the model sent.
     """
-    state = begin(endpoint, candidate, lease, reserve_bytes)
-    if on_leased is not None:
-        on_leased()
-    if state["model"] == "yes":
-        return {**state, "install": "present"}
-    staging = upload(endpoint, candidate, state["workdir"], on_upload)
-    done = call(endpoint, "install", candidate.sha256, staging, *lease.args())
-    return {**done, "install": done["status"]}
+    need = candidate.upload_bytes + reserve_bytes
+    files = ",".join(f"{name}:{(candidate.folder / name).stat().st_size}" for name in candidate.wire)
+    args = ["--need-bytes", str(need), "--files", files]
+    if measure is not None:
+        group, blocks, against_current = measure
+        args += ["--measure", *_bench_args(group, blocks)] + (
+            ["--against-current"] if against_current else []
+        )
+
+    def feed(first_line: str) -> Iterator[bytes] | None:
+        try:
+            state = json.loads(first_line)
+        except json.JSONDecodeError:
+            return None  # the agent is missing, or failed: its answer says so
+        if not isinstance(state, dict) or not state.get("ok"):
+            return None
+        if on_leased is not None:
+            on_leased()
+        return _chunks(candidate, on_upload) if state.get("model") == "no" else None
+
+    return call(endpoint, "begin", candidate.sha256, *lease.args(), *args, feed=feed)
+
+
+def _chunks(candidate: Candidate, on_upload: Callable[[int, int], None] | None) -> Iterator[bytes]:
+    """The candidate's files as they go on the wire, in order, in chunks; ``on_upload`` sees
+    the model's progress."""
+    for name in candidate.wire:
+        size, sent = (candidate.folder / name).stat().st_size, 0
+        with open(candidate.folder / name, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                yield chunk
+                sent += len(chunk)
+                if on_upload is not None and name.startswith(MODEL):
+                    on_upload(sent, size)
 
 
 def benchmark(
@@ -154,14 +170,18 @@ def benchmark(
 ) -> dict[str, Any]:
     """The agent's single-stream benchmark of version ``sha``; with ``baseline`` (another version
     on the device) both are measured interleaved in ``blocks`` A B / B A pairs."""
-    argv = [
-        f"versions/{sha}/parity.npy", "--providers", ",".join(group.providers),
-        "--threads", str(group.threads), "--warmup", str(group.warmup),
-        "--min-runs", str(group.min_runs), "--min-seconds", str(group.min_seconds), "--blocks", str(blocks),
-    ]  # fmt: skip
+    argv = [f"versions/{sha}/model.onnx", f"versions/{sha}/parity.npy", *_bench_args(group, blocks)]
     if baseline:
         argv += ["--baseline", f"versions/{baseline}/model.onnx"]
-    return _invoke(endpoint, "bench", [f"versions/{sha}/model.onnx", *argv])
+    return _invoke(endpoint, "bench", argv)
+
+
+def _bench_args(group: Group, blocks: int) -> list[str]:
+    return [
+        "--providers", ",".join(group.providers), "--threads", str(group.threads),
+        "--warmup", str(group.warmup), "--min-runs", str(group.min_runs),
+        "--min-seconds", str(group.min_seconds), "--blocks", str(blocks),
+    ]  # fmt: skip
 
 
 def activate(

@@ -33,17 +33,31 @@ class KnownHosts:
     def is_revoked(self, key: paramiko.PKey) -> bool:
         return key.get_base64() in self.revoked
 
-    def install(self, host_keys: paramiko.HostKeys) -> None:
-        """Add every usable, unrevoked entry to ``host_keys`` (an ``SSHClient``'s)."""
+    def install(self, host_keys: paramiko.HostKeys, hostname: str | None = None) -> None:
+        """Add the usable, unrevoked entries to ``host_keys`` (an ``SSHClient``'s): those for
+        ``hostname`` (as paramiko looks it up: ``host``, or ``[host]:port`` off port 22), or all.
+
+        One host's entries, not the whole file: paramiko's ``HostKeys.add`` scans what it holds,
+        so loading a fleet's known_hosts into each of its clients would cost quadratic time.
+        """
         for entry in self.entries:
-            if entry.key is not None and not self.is_revoked(entry.key):
-                for name in entry.hostnames:
-                    host_keys.add(name, entry.key.get_name(), entry.key)
+            if entry.key is None or self.is_revoked(entry.key):
+                continue
+            for name in entry.hostnames:
+                if hostname is None or _matches(name, hostname):
+                    host_keys.add(hostname or name, entry.key.get_name(), entry.key)
 
     def has(self, hostname: str, key: paramiko.PKey) -> bool:
         keys = paramiko.HostKeys()
-        self.install(keys)
+        self.install(keys, hostname)
         return keys.check(hostname, key)
+
+
+def _matches(name: str, hostname: str) -> bool:
+    """A known_hosts host name (plain, or hashed ``|1|salt|hash``) names ``hostname``."""
+    if name.startswith("|1|"):
+        return paramiko.HostKeys.hash_host(hostname, name) == name
+    return name == hostname
 
 
 def parse(text: str) -> KnownHosts:

@@ -11,6 +11,8 @@ from kedro_edge.fleet.inventory import Device
 from kedro_edge.fleet.ssh import DeviceError
 from kedro_edge.progress import progress_bar
 
+REFRESH_PER_SECOND = 2  # a redraw costs the controller CPU that a fleet's devices are counted in
+
 
 @dataclass
 class Outcome:
@@ -36,7 +38,10 @@ def for_each(
     outcomes: dict[str, Outcome] = {}
     if not devices:
         return []
-    with progress_bar() as bar, ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
+    with (
+        progress_bar(REFRESH_PER_SECOND) as bar,
+        ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool,
+    ):
         task = bar.add_task(description, total=len(devices), status="")
         futures = {pool.submit(work, d): d for d in devices}
         for future in as_completed(futures):

@@ -38,7 +38,7 @@ def release_record(
             "decision": entry["decision"], "reason": entry.get("reason") or entry.get("error"),
             "failure": entry.get("failure"),
             "previous_sha256": entry.get("before"), "active_after": entry.get("active_after"),
-            "gates": entry.get("gates", []), "figures": figures,
+            "gates": entry.get("gates", []), "figures": figures, "bytes_sent": entry.get("bytes_sent"),
         })  # fmt: skip
     previous = sorted({d["previous_sha256"] for d in devices if d["previous_sha256"]})
     return {
@@ -46,6 +46,7 @@ def release_record(
         "rollout_id": outcome.get("rollout_id"),
         "resumed": outcome.get("resumed", False),
         "candidate": candidate,
+        "shipping": {**outcome.get("shipping", {}), "codec": cfg.codec},
         "previous_sha256": previous[0] if len(previous) == 1 else (previous or None),  # None: first release
         "created_utc": created,
         "policy": {"waves": cfg.waves, "max_failure_percentage": cfg.max_failure_percentage,
@@ -98,6 +99,14 @@ def one_line(record: dict[str, Any]) -> str:
     )
 
 
+def _shipping_line(shipping: dict[str, Any]) -> list[str]:
+    if not shipping.get("model_bytes"):
+        return []
+    model = f"{shipping['model_bytes']:,} bytes as {shipping['model_shipped_bytes']:,} ({shipping['codec']})"
+    return [f"- shipped: {shipping['shipped_bytes']:,} bytes to each device that lacked it: model.onnx "
+            f"{model}, manifest and parity batch"]  # fmt: skip
+
+
 def markdown(record: dict[str, Any], plot: str) -> str:
     """A readable release report: verdict, waves, and per device the gate table."""
     lines = [
@@ -105,6 +114,7 @@ def markdown(record: dict[str, Any], plot: str) -> str:
         f"- candidate: `{record['candidate']['sha256']}` (git `{record['candidate'].get('git_rev')}`, "
         f"DVC md5 `{record['candidate'].get('dvc_md5')}`)",
         f"- previous: `{record['previous_sha256'] or 'none (first release)'}`",
+        *_shipping_line(record.get("shipping") or {}),
         f"- at: {record['created_utc']}", "",
         "| wave | devices | failed | outcome |", "| --- | --- | --- | --- |",
     ]  # fmt: skip

@@ -113,17 +113,34 @@ class Rollout:
         return ok
 
     # -- per device steps ----------------------------------------------------------------------
+    @property
+    def _measure_when_shipped(self) -> bool:
+        """Benchmark in the command that installs (one command fewer per device) unless fewer
+        devices may benchmark at once than install at once (hosts shared by several devices)."""
+        return self.cfg.max_parallel_benchmarks >= self.cfg.max_parallel
+
     def _ship(self, d: Device) -> dict:
         reserve = int(self.cfg.disk_reserve_mb * 1e6)
         held = functools.partial(self.keeper.hold, d.name)  # from begin on, the lease is ours
-        return ops.ship(self._endpoint(d), self.candidate, self.lease, reserve, on_leased=held)
+        cfg, group = self.cfg.regression, self.fleet.groups[d.group]
+        measure = (group, cfg.blocks, cfg.enabled) if self._measure_when_shipped else None
+        data = ops.ship(
+            self._endpoint(d), self.candidate, self.lease, reserve, on_leased=held, measure=measure
+        )
+        if "measurement" in data:
+            data["measurement"] = self._with_parity(data["measurement"])
+        return data
 
     def _measure(self, d: Device) -> dict:
         entry = self.devices[d.name]
+        baseline = entry["before"] if self.cfg.regression.enabled else None  # nothing would use it
         result = ops.benchmark(
             self._endpoint(d), self.candidate.sha256, self.fleet.groups[d.group],
-            baseline=entry["before"], blocks=self.cfg.regression.blocks,
+            baseline=baseline, blocks=self.cfg.regression.blocks,
         )  # fmt: skip
+        return self._with_parity(result)
+
+    def _with_parity(self, result: dict) -> dict:
         result["parity"] = gates.parity(self.reference, result.pop("parity_outputs"))
         return result
 
@@ -147,7 +164,8 @@ class Rollout:
         sha, cfg = self.candidate.sha256, self.cfg
         for d in wave:
             self.devices[d.name] = {"device": d.name, "group": d.group, "wave": number, "decision": None}
-        shipped = self._step(wave, self._ship, cfg.max_parallel, f"wave {number}: install")
+        what = "install and measure" if self._measure_when_shipped else "install"
+        shipped = self._step(wave, self._ship, cfg.max_parallel, f"wave {number}: {what}")
         measure, already = [], []
         for d, data in self._ok(wave, shipped):
             entry = self.devices[d.name]
@@ -158,9 +176,14 @@ class Rollout:
             else:
                 measure.append(d)
         self._step(already, self._release, cfg.max_parallel, f"wave {number}: release leases", True)
-        measured = self._step(
-            measure, self._measure, cfg.max_parallel_benchmarks, f"wave {number}: benchmark"
-        )
+        if self._measure_when_shipped:
+            measured = {
+                d.name: Outcome(d.name, "ok", data=shipped[d.name].data["measurement"]) for d in measure
+            }
+        else:
+            measured = self._step(
+                measure, self._measure, cfg.max_parallel_benchmarks, f"wave {number}: benchmark"
+            )
         passed, refused = [], []
         for d, data in self._ok(measure, measured):
             entry = self.devices[d.name]
@@ -259,8 +282,12 @@ class Rollout:
                     ssh_connections=c.connections, remote_commands=c.commands, bytes_sent=c.bytes_sent
                 )
         entries = [self.devices[d.name] for d in devices]
+        c = self.candidate  # bytes per device that received it (one that had it: 0)
+        model_shipped = (c.folder / c.wire[-1]).stat().st_size
+        shipping = {"model_bytes": c.size_bytes, "model_shipped_bytes": model_shipped,
+                    "shipped_bytes": c.shipped_bytes, "wire": list(c.wire)}  # fmt: skip
         return {"verdict": verdict(entries, aborted, bool(self.activated)), "rollout_id": self.lease.id,
-                "waves": self.waves, "devices": entries}  # fmt: skip
+                "shipping": shipping, "waves": self.waves, "devices": entries}  # fmt: skip
 
 
 def verdict(entries: list[dict[str, Any]], aborted: bool, undid_activations: bool) -> str:

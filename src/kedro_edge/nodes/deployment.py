@@ -46,7 +46,7 @@ def release_to_fleet(
     reference = evaluate.ort_predict(evaluate.session(model_file.data), parity_inputs)
     manifest = {"model": version, "validation": validated.get("figures"), "created_utc": now}
     with temporary_folder() as tmp:
-        candidate = Candidate.prepare(model_file.data, manifest, parity_inputs, Path(tmp))
+        candidate = Candidate.prepare(model_file.data, manifest, parity_inputs, Path(tmp), cfg.codec)
         outcome = staged_rollout(fleet, candidate, reference, cfg, devices)
     record = report.release_record(outcome, version, now, cfg)
     return record, report.benchmarks(version, outcome["devices"])
