@@ -15,15 +15,29 @@ def test_ptq_only_path_when_distillation_is_off(teacher, splits):
     qat = nodes.quantize_student(teacher, splits.arrays, comp)
     student = nodes.distill_student(qat, teacher, splits.arrays, comp, TRAIN)
     assert student is qat  # untouched: no training under quantization
-    model = nodes.export_model(student, splits.arrays, comp)
+    model, report = nodes.export_model(student, splits.arrays, comp)
     assert "QuantizeLinear" in {n.op_type for n in model.graph.node}
+    assert report["quantized"] and report["exclude"] == []
+
+
+def test_auto_mixed_precision_keeps_the_layers_it_reports_in_float(teacher, splits):
+    comp = {"quantize": {"calibration_samples": 32, "exclude": "auto"}}
+    model, report = nodes.export_model(teacher, splits.arrays, comp)
+    assert report["mode"] == "auto" and report["exclude"] == [e["layer"] for e in report["excluded"]]
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    weighted = {n.name: n for n in model.graph.node if n.op_type in ("Conv", "Gemm")}
+    for name in report["exclude"]:  # float weights straight into the layer, no DequantizeLinear
+        assert weighted[name].input[1] not in dequantized
+    int8 = [n for name, n in weighted.items() if name not in report["exclude"]]
+    assert int8 and all(n.input[1] in dequantized for n in int8)
 
 
 def test_quantization_off_ships_fp32(teacher, splits):
     comp = {"quantize": {"enabled": False}, "distill": {"enabled": False}}
     student = nodes.quantize_student(teacher, splits.arrays, comp)
     assert not is_quantization_aware(student)
-    model = nodes.export_model(student, splits.arrays, comp)
+    model, report = nodes.export_model(student, splits.arrays, comp)
+    assert report == {"quantized": False}
     ops = {n.op_type for n in model.graph.node}
     assert "QuantizeLinear" not in ops
     assert all(t.data_type == onnx.TensorProto.FLOAT for t in model.graph.initializer)

@@ -1,4 +1,5 @@
-"""Compression pipeline: prune -> quantization-aware -> distill -> export teacher.onnx and model.onnx."""
+"""Compression pipeline: low-rank -> prune -> quantization-aware -> distill -> cluster -> export
+teacher.onnx and model.onnx (INT8, mixed precision). Each technique can be switched off."""
 
 from kedro.pipeline import Pipeline, node
 
@@ -9,8 +10,14 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             node(
-                nodes.prune_teacher,
+                nodes.factorise_teacher,
                 ["teacher_module", "model_input", "params:compression", "params:training"],
+                ["lowrank_module", "lowrank_report"],
+                name="lowrank",
+            ),
+            node(
+                nodes.prune_teacher,
+                ["lowrank_module", "model_input", "params:compression", "params:training"],
                 ["pruned_module", "prune_report"],
                 name="prune",
             ),
@@ -27,6 +34,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="distill",
             ),
             node(
+                nodes.cluster_student,
+                ["student_module", "model_input", "params:compression", "params:training"],
+                ["clustered_module", "cluster_report"],
+                name="cluster",
+            ),
+            node(
                 nodes.export_teacher,
                 ["teacher_module", "model_input", "params:compression"],
                 "teacher_onnx",
@@ -34,8 +47,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 nodes.export_model,
-                ["student_module", "model_input", "params:compression"],
-                "model_onnx",
+                ["clustered_module", "model_input", "params:compression"],
+                ["model_onnx", "quantize_report"],
                 name="export_model",
             ),
         ]

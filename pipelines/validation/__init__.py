@@ -12,8 +12,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                 nodes.evaluate_models,
                 [
                     "teacher_module",
+                    "lowrank_module",
                     "pruned_module",
                     "student_module",
+                    "clustered_module",
                     "teacher_onnx",
                     "model_onnx",
                     "model_input",

@@ -21,9 +21,14 @@ TINY = {
     },
     "parameters_compression.yml": {
         "compression": {
+            # every technique on, so the whole chain runs: low-rank -> prune -> QAT -> distill ->
+            # cluster -> INT8 (exclude: auto times layers on this host, so it is tested in
+            # tests/test_nodes.py, not in a run whose figures these tests compare)
+            "lowrank": {"enabled": True, "energy": 0.9, "finetune_epochs": 1},
             "prune": {"ratio": 0.5, "steps": 1, "finetune_epochs": 1},
             "quantize": {"calibration_samples": 64},
             "distill": {"epochs": 1},
+            "cluster": {"enabled": True, "k": 8, "finetune_epochs": 1},
         }
     },
     "parameters_deployment.yml": {

@@ -19,20 +19,39 @@ from tests.pipelines.project import kedro, sha
 
 def test_run_leaves_the_artifact_contract(project):
     models, reports = project / "data" / "06_models", project / "data" / "08_reporting"
-    for name in ("teacher.onnx", "model.onnx", "teacher.pt", "pruned.pt", "student.pt"):
+    for name in (
+        "teacher.onnx",
+        "model.onnx",
+        "teacher.pt",
+        "lowrank.pt",
+        "pruned.pt",
+        "student.pt",
+        "clustered.pt",
+    ):
         assert (models / name).stat().st_size > 0, name
     assert (reports / "compression.png").read_bytes()[:4] == b"\x89PNG"
 
     metrics = json.loads((reports / "compression_metrics.json").read_text())
-    assert list(metrics["stages"]) == ["teacher", "pruned", "distilled", "int8"]
+    assert list(metrics["stages"]) == ["teacher", "lowrank", "pruned", "distilled", "clustered", "int8"]
     assert metrics["final_stage"] == "int8"
     for figures in metrics["stages"].values():
         for key in ("accuracy", "size_bytes", "params", "macs", "latency_p50_ms", "latency_p90_ms"):
             assert figures[key] > 0, key
     stages = metrics["stages"]
     assert stages["pruned"]["macs"] < 0.5 * stages["teacher"]["macs"]
-    assert stages["int8"]["size_bytes"] < stages["pruned"]["size_bytes"]
+    # at this size the INT8 file's Q/DQ node names outweigh its 4x smaller weights; what it ships does not
+    assert stages["int8"]["shipped_bytes"] < 0.5 * stages["pruned"]["shipped_bytes"]
+    # clustered: 8 values a layer, which lzma packs
+    assert stages["clustered"]["shipped_bytes"] < 0.5 * stages["distilled"]["shipped_bytes"]
     assert stages["int8"]["size_bytes"] == (models / "model.onnx").stat().st_size
+    assert stages["lowrank"]["macs"] < stages["teacher"]["macs"]  # factorised layers cost fewer MACs
+    assert stages["int8"]["shipped_bytes"] < 0.5 * stages["int8"]["size_bytes"]  # 8 values: lzma packs them
+    lowrank = json.loads((reports / "lowrank_report.json").read_text())
+    assert lowrank["layers"] and all(layer["rank"] < layer["full_rank"] for layer in lowrank["layers"])
+    clustered = json.loads((reports / "cluster_report.json").read_text())
+    assert clustered["layers"] and all(layer["distinct_after_finetune"] <= 8 for layer in clustered["layers"])
+    quantized = json.loads((reports / "quantize_report.json").read_text())
+    assert quantized["quantized"] and isinstance(quantized["exclude"], list)
     assert {g["gate"] for g in metrics["gates"]} == {"min_size_reduction"}
     assert metrics["passed"] is True
 
@@ -156,5 +175,5 @@ def test_the_accuracy_gate_refuses_with_the_paired_figure_interval_and_n(project
     int8 = metrics["stages"]["int8"]
     assert int8["n"] == n and len(int8["accuracy_ci"]) == 2
     assert int8["robust_accuracy_ci"][0] <= int8["robust_accuracy"] <= int8["robust_accuracy_ci"][1]
-    assert set(int8["vs_teacher"]) == {"clean", "robust"} and int8["vs_previous"]["stage"] == "distilled"
+    assert set(int8["vs_teacher"]) == {"clean", "robust"} and int8["vs_previous"]["stage"] == "clustered"
     assert "what each stage bought" in result.stdout  # the closing table, also when a gate refuses

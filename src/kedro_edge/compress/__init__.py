@@ -1,4 +1,29 @@
-"""Compression stages: structured pruning, quantization-aware fake quantization, distillation.
+"""Compression techniques, one module each, chosen by the name of their parameter section.
 
-Nothing here knows about Kedro, ONNX or the fleet; each stage takes and returns modules.
+    lowrank.py          truncated-SVD factorisation of Linear and Conv layers
+    prune.py            structured (channels removed) or unstructured pruning
+    quantize.py         quantization-aware training (fake INT8 in torch)
+    distill.py          knowledge distillation from the teacher
+    cluster.py          per-layer k-means weight sharing (fewer bytes shipped)
+    mixed_precision.py  which layers stay float in the INT8 graph
+
+Nothing here knows about Kedro or the fleet; each technique takes and returns modules
+(mixed precision: ONNX graphs).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from torch import nn
+
+# compression.<name> -> the function of compress/<name>.py that applies it:
+# (module, splits, params of that section, training params) -> (module, report)
+TECHNIQUES = {"lowrank": "lowrank", "prune": "prune", "cluster": "cluster"}
+
+
+def apply(name: str, module: nn.Module, splits: Any, compression: Any, train: Any) -> tuple[nn.Module, dict]:
+    """Run technique ``name`` with ``compression.<name>``; a disabled one returns an unchanged copy."""
+    technique = getattr(importlib.import_module(f"{__name__}.{name}"), TECHNIQUES[name])
+    return technique(module, splits, getattr(compression, name), train)

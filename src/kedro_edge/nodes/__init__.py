@@ -4,9 +4,11 @@ new data; all file I/O is in the catalog's datasets (``kedro_edge.io``).
 """
 
 from kedro_edge.nodes.compression import (
+    cluster_student,
     distill_student,
     export_model,
     export_teacher,
+    factorise_teacher,
     prune_teacher,
     quantize_student,
 )
@@ -24,11 +26,13 @@ __all__ = [
     "plot_device_latency",
     "release_markdown",
     "release_to_fleet",
+    "cluster_student",
     "distill_student",
     "enforce_gates",
     "evaluate_models",
     "export_model",
     "export_teacher",
+    "factorise_teacher",
     "plot_compression",
     "prune_teacher",
     "quantize_student",

@@ -1,4 +1,5 @@
-"""Compression nodes: prune -> quantization-aware -> distill -> teacher.onnx and model.onnx."""
+"""Compression nodes: low-rank -> prune -> quantization-aware -> distill -> cluster -> teacher.onnx
+and model.onnx (INT8, with the layers mixed precision keeps in float)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,38 @@ import numpy as np
 import onnx
 from torch import nn
 
-from kedro_edge import config, data, export
-from kedro_edge.compress import distill, prune, quantize
+from kedro_edge import compress, config, data, export
+from kedro_edge.compress import distill, mixed_precision, quantize
 from kedro_edge.models import build_model
+
+
+def _technique(
+    name: str, module: nn.Module, model_input: dict[str, np.ndarray], compression: dict, training: dict
+) -> tuple[nn.Module, dict]:
+    cfg = config.parse(config.CompressionParams, compression, "compression")
+    train = config.parse(config.TrainParams, training, "training")
+    return compress.apply(name, module, data.Splits(model_input), cfg, train)
+
+
+def factorise_teacher(
+    teacher: nn.Module, model_input: dict[str, np.ndarray], compression: dict, training: dict
+) -> tuple[nn.Module, dict]:
+    """Low-rank factorised teacher (fine-tuned) and its report: ranks, MACs before and after."""
+    return _technique("lowrank", teacher, model_input, compression, training)
 
 
 def prune_teacher(
     teacher: nn.Module, model_input: dict[str, np.ndarray], compression: dict, training: dict
 ) -> tuple[nn.Module, dict]:
     """Pruned student and a report of MACs/params before, after and per step."""
-    cfg = config.parse(config.CompressionParams, compression, "compression")
-    train = config.parse(config.TrainParams, training, "training")
-    return prune.prune(teacher, data.Splits(model_input), cfg.prune, train)
+    return _technique("prune", teacher, model_input, compression, training)
+
+
+def cluster_student(
+    student: nn.Module, model_input: dict[str, np.ndarray], compression: dict, training: dict
+) -> tuple[nn.Module, dict]:
+    """The student with each layer's weights shared among ``k`` values (fine-tuned), and a report."""
+    return _technique("cluster", student, model_input, compression, training)
 
 
 def quantize_student(student: nn.Module, model_input: dict[str, np.ndarray], compression: dict) -> nn.Module:
@@ -68,12 +89,15 @@ def export_teacher(
 
 def export_model(
     student: nn.Module, model_input: dict[str, np.ndarray], compression: dict
-) -> onnx.ModelProto:
-    """model.onnx: the student's float weights through ORT's static INT8 QDQ quantizer."""
+) -> tuple[onnx.ModelProto, dict]:
+    """model.onnx: the student's float weights through ORT's static INT8 QDQ quantizer, the layers
+    of ``quantize.exclude`` (or those ``auto`` finds on the validation split) left in float."""
     cfg = config.parse(config.CompressionParams, compression, "compression")
     splits = data.Splits(model_input)
     fp32 = export.to_onnx(student, splits.input_shape, cfg.export.opset)
     if not cfg.quantize.enabled:
-        return fp32
+        return fp32, {"quantized": False}
     calib = data.calibration_samples(splits, cfg.quantize.calibration_samples)
-    return export.quantize_int8(fp32, calib, cfg.quantize)
+    exclude, report = mixed_precision.resolve(fp32, calib, splits, cfg.quantize)
+    chosen = cfg.quantize.model_copy(update={"exclude": exclude})
+    return export.quantize_int8(fp32, calib, chosen), {"quantized": True, "exclude": exclude, **report}

@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 
 def evaluate_models(
     teacher: nn.Module,
+    lowrank: nn.Module,
     pruned: nn.Module,
     student: nn.Module,
+    clustered: nn.Module,
     teacher_onnx: onnx.ModelProto,
     model_onnx: onnx.ModelProto,
     model_input: dict[str, np.ndarray],
@@ -36,13 +38,18 @@ def evaluate_models(
 
     # stage -> (ONNX model that runs, torch module it should agree with)
     stages: dict[str, tuple[onnx.ModelProto, nn.Module]] = {"teacher": (teacher_onnx, teacher)}
+    if comp.lowrank.enabled:
+        stages["lowrank"] = (export.to_onnx(lowrank, shape, opset), lowrank)
     if comp.prune.enabled:
         stages["pruned"] = (export.to_onnx(pruned, shape, opset), pruned)
     if comp.distill.enabled:
         float_student = quantize.to_float(student)
         stages["distilled"] = (export.to_onnx(float_student, shape, opset), float_student)
+    if comp.cluster.enabled:
+        float_clustered = quantize.to_float(clustered)
+        stages["clustered"] = (export.to_onnx(float_clustered, shape, opset), float_clustered)
     if comp.quantize.enabled:
-        stages["int8"] = (model_onnx, student)  # the fake-quant module simulates the INT8 graph
+        stages["int8"] = (model_onnx, clustered)  # the fake-quant module simulates the INT8 graph
     robust_x = robustness.perturbed_copy(splits.x("test"), cfg.robustness) if cfg.robustness.enabled else None
     evaluations = {
         name: evaluate.evaluate_stage(m, mod, splits, cfg.latency, cfg.batch_size, robust_x, cfg.confidence)
@@ -71,7 +78,8 @@ def plot_compression(metrics: dict) -> Figure:
 
 def stage_table(metrics: dict) -> list[dict[str, Any]]:
     """One flat record per stage: the data-series form ``dvc plots`` draws and diffs."""
-    keys = ("accuracy", "robust_accuracy", "size_bytes", "params", "macs", "latency_p50_ms", "latency_p90_ms")
+    keys = ("accuracy", "robust_accuracy", "size_bytes", "shipped_bytes", "params", "macs", "latency_p50_ms",
+            "latency_p90_ms")  # fmt: skip
     return [
         {"stage": name, **{k: fig[k] for k in keys if k in fig}} for name, fig in metrics["stages"].items()
     ]
