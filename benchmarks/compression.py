@@ -2,8 +2,12 @@
 
 Trains (or loads) an FP32 teacher on the default task (the generated glyphs of
 ``conf/base/catalog.yml``'s ``raw_images``, split with ``parameters.data``) with the shipped
-``conf/base`` parameters, builds seven ONNX models from it and runs every one of them through
-ONNX Runtime the same way (``kedro_edge.evaluate.evaluate_stage``):
+``conf/base`` parameters, builds fourteen ONNX models from it and runs every one of them through
+ONNX Runtime the same way (``kedro_edge.evaluate.evaluate_stage``). Every candidate of this
+project is built with the pipeline's own node functions (``kedro_edge.nodes``); a variant's
+parameters are a deep copy of the parsed ones with dotted keys set (``variant``).
+
+Alone, on the teacher (each technique's peer):
 
 - ``fp32``                   the FP32 teacher exported to ONNX;
 - ``ort_int8_only``          ONNX Runtime ``quantize_static`` of the teacher alone
@@ -16,22 +20,59 @@ ONNX Runtime the same way (``kedro_edge.evaluate.evaluate_stage``):
 - ``tp_prune_only``          Torch-Pruning at the pipeline's ratio + fine-tune alone, FP32 ONNX;
 - ``prune_ptq``              that pruned model + plain ORT static INT8 (no QAT, no distillation:
                              the difference to ``kedro_edge`` is what QAT + distillation buy);
-- ``kedro_edge``             the pipeline's model.onnx: prune -> QAT -> distill -> INT8, through
-                             the very node functions of ``kedro_edge.nodes``.
+- ``lowrank_only``           ``factorise_teacher`` with ``compression.lowrank`` on (its energy or
+                             target_macs, else energy 0.9) + its fine-tune, FP32 ONNX (the
+                             AIMET-SVD-style peer);
+- ``cluster_ptq``            ``cluster_student`` on the teacher (k=16, on) + its fine-tune, then
+                             ``export_model``: plain ORT INT8 (the TF-MOT-clustering-style peer);
+- ``int8_mixed_auto``        ``export_model`` of the teacher with ``quantize.exclude: auto``
+                             (the NNCF-accuracy-aware-style peer: float where INT8 costs).
+
+Combined with the pipeline. Names are relative to the shipped parameters: ``+cluster``
+switches on what they leave off, ``-cluster`` switches off what they have on (``cluster``:
+``cluster_student``, k=16; ``mixed``: ``quantize.exclude: auto``, off is ``[]``; ``lowrank``:
+``factorise_teacher``). With clustering, mixed precision and low-rank all off as shipped:
+
+- ``kedro_edge``             the pipeline's model.onnx with the shipped parameters, its nodes in
+                             its order: low-rank (off) -> prune -> QAT -> distill -> cluster (off)
+                             -> ``export_model``;
+- ``kedro_edge+cluster``     the same distilled student, ``cluster_student`` (k=16, on), exported;
+- ``kedro_edge+mixed``       the same student exported with ``quantize.exclude: auto``;
+- ``kedro_edge+cluster+mixed``  the clustered student exported with ``exclude: auto``;
+- ``kedro_edge+lowrank``     a second full pass: low-rank on (``lowrank_only``'s factorised
+                             teacher, the very node output) -> prune -> QAT -> distill -> export.
+
+With clustering shipped on they are ``kedro_edge-cluster``, ``kedro_edge+mixed``,
+``kedro_edge-cluster+mixed`` and ``kedro_edge+lowrank``: always the other three cells of
+(clustering on/off) x (mixed on/off) on ``kedro_edge``'s distilled student, and a second full
+pass with low-rank switched (with it off, the prune node gets the peers' pruned teacher). The
+peers quantize with ``exclude: []`` whatever the shipped parameters say. A candidate that fails
+to build (NNCF above all, or a new technique) is recorded with its error and the rest goes on.
 
 Columns: clean test accuracy with its Wilson interval and n; robust accuracy on the pipeline's
 perturbed test copy (``validation.robustness``); the paired change vs ``fp32`` (points,
-paired-bootstrap interval, exact McNemar p) clean and robust; ONNX size and reduction;
-params; MACs; p50/p90 latency at batch 1 on one thread and p50 as a ratio to ``fp32``.
-Latency is measured in interleaved rounds (every model once per round, the order reversed
-every other round) and the median of the rounds' p50/p90 is reported, so machine drift hits
-all models alike. A peer that fails to build (NNCF above all) is recorded with its error and
-the rest goes on.
+paired-bootstrap interval, exact McNemar p) clean and robust; ONNX size and reduction; shipped
+size (the ONNX file lzma-compressed, ``kedro_edge.codec.shipped_size``, as a release sends it)
+and its reduction vs the fp32 ONNX FILE; params; MACs; p50/p90 latency at batch 1 on one
+thread and p50 as a ratio to ``fp32``. A second table gives each technique's marginal effect:
+a candidate against its base (``lineage``: the peers' fixed bases, e.g. ``cluster_ptq`` vs
+``ort_int8_only``; every pair of pipeline candidates that differ in one technique, e.g.
+``kedro_edge+lowrank`` vs ``kedro_edge``, ``kedro_edge+cluster+mixed`` vs ``kedro_edge+mixed``),
+paired accuracy change, size/shipped/MACs/p50 ratios and a flag when its p50 is above its base's
+(in every round: a real slowdown, printed with why the technique can do that, e.g. low-rank's
+two GEMMs/convs per layer at batch 1; in some rounds only: noise). Latency is measured in
+interleaved rounds (every model once per round, the order reversed every other round) and the
+median of the rounds' p50/p90 is reported, so machine drift hits all models alike. The JSON
+holds each candidate's reports (low-rank ranks, cluster distinct values, excluded layers and
+why; ``int8_distinct_values``: distinct INT8 values per output channel of its weights).
 
 Targets for the final model (``kedro_edge``): p50 at least 8x lower and file at least 12x
 smaller than ``fp32``; clean accuracy drop (point estimate) at most 1.0 point (its interval and
 the robust drop are reported); and faster than every peer unless that peer is more accurate,
-which counts only when the paired interval of peer-minus-ours lies entirely above 0.
+which counts only when the paired interval of peer-minus-ours lies entirely above 0. And for
+the best pipeline candidate (``kedro_edge`` or one of its four variants) within that 1.0-point
+drop (point estimate): at least 25x fewer bytes shipped than the fp32 ONNX file
+(``shipped_reduction_vs_fp32``, which names the variant and reports its drop's interval).
 
 Architectures (``--models``, comma-separated; ``--model`` for one):
 
@@ -39,9 +80,15 @@ Architectures (``--models``, comma-separated; ``--model`` for one):
 - ``mobilenet``  ``kedro_edge.models.MobileNetV2`` with its defaults.
 
 Both train with the shipped epochs: measured here (2 cores, idle) an epoch of the 12,800
-training images takes ~40 s for MobileNetV2 and ~60 s for the residual net, so a full run
-is ~15-25 min per architecture. Depthwise convs suffer most from a busy machine: with a test
-suite running beside it, a MobileNetV2 epoch took 387 s (residual: 131 s). Run on an idle machine.
+training images takes ~40 s for MobileNetV2 and ~60 s for the residual net. Before issue 10's
+candidates a full run was ~15-25 min per architecture; they add ~5 training epochs on the
+teacher or student (low-rank and cluster fine-tunes), a second prune + distill pass (~12
+epochs, ``kedro_edge+lowrank``), three ``exclude: auto`` searches (~1-3 min each: every layer
+quantized alone on the validation split, then timed prefix/suffix walks) and twice the models
+to measure, so expect ~35-55 min per architecture on an idle machine (``--quick``: ~10 min per
+architecture here on a shared machine). Depthwise convs suffer most from a busy machine: with a
+test suite running beside it, a MobileNetV2 epoch took 387 s (residual: 131 s). Run on an idle
+machine.
 
 Writes ``benchmarks/results/compression_<model>.json`` and ``compression_<model>.png`` for
 each architecture; exits 0 whether or not the targets pass (it is a measurement, not a test).
@@ -52,7 +99,8 @@ Run from the project root (``nncf`` is the optional extra ``bench``: ``pip insta
 
 ``--quick`` is a smoke test: every training stage one epoch on 384 training images, short
 latency runs (10 warm-up, 50 runs, 2 rounds); the validation and test splits stay whole, so
-every code path, NNCF included, runs as at defaults, but its figures mean nothing.
+every code path, NNCF and ``exclude: auto`` (at its own timing settings) included, runs as at
+defaults, but its figures mean nothing.
 ``--reuse-teacher`` loads a teacher saved by ``kedro_edge.io.TorchModuleDataset`` instead of
 training one, for the architecture of its class; the ``splits.npz`` the same run wrote beside
 it (``../05_model_input/splits.npz``) must equal this script's split, or it refuses (a teacher
@@ -64,6 +112,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import os
 import platform
@@ -93,6 +142,7 @@ from rich.table import Table  # noqa: E402
 from torch import nn  # noqa: E402
 
 from kedro_edge import accuracy, config, data, evaluate, export, nodes, plots, robustness  # noqa: E402
+from kedro_edge.compress import cluster as clustering  # noqa: E402
 from kedro_edge.io import GlyphsDataset, NpzDataset, TorchModuleDataset  # noqa: E402
 from kedro_edge.models import import_class  # noqa: E402
 
@@ -114,8 +164,10 @@ ROUNDS, QUICK_ROUNDS = 3, 2
 QUICK_TRAIN_SAMPLES = 384
 QUICK_OVERRIDES = {
     "training.epochs": 1,
+    "compression.lowrank.finetune_epochs": 1,
     "compression.prune.finetune_epochs": 1,
     "compression.distill.epochs": 1,
+    "compression.cluster.finetune_epochs": 1,
 }
 
 
@@ -135,15 +187,67 @@ ARCHITECTURES = {
 }
 
 FP32, FINAL = "fp32", "kedro_edge"
-PEERS = ("ort_int8_only", "nncf_ptq", "nncf_accuracy_control", "tp_prune_only", "prune_ptq")
+PEERS = (
+    "ort_int8_only",
+    "nncf_ptq",
+    "nncf_accuracy_control",
+    "tp_prune_only",
+    "prune_ptq",
+    "lowrank_only",
+    "cluster_ptq",
+    "int8_mixed_auto",
+)
+# Issue 10's techniques, each switched on (or, if the shipped parameters have it on, off) in the
+# pipeline variants: ``kedro_edge+cluster`` switches on what the shipped parameters leave off,
+# ``kedro_edge-cluster`` switches off what they have on (the order of this tuple is the naming order).
+TECHNIQUES = ("cluster", "mixed", "lowrank")
+
+# Each peer's base: the candidate it adds techniques to (its marginal effect is measured against
+# it, paired), and what it adds. The pipeline's edges depend on the shipped parameters: ``lineage``.
+PEER_LINEAGE: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ort_int8_only": (FP32, ("int8",)),
+    "nncf_ptq": (FP32, ("int8",)),
+    "nncf_accuracy_control": (FP32, ("int8",)),
+    "tp_prune_only": (FP32, ("prune",)),
+    "prune_ptq": ("tp_prune_only", ("int8",)),
+    "lowrank_only": (FP32, ("lowrank",)),
+    "cluster_ptq": ("ort_int8_only", ("cluster",)),
+    "int8_mixed_auto": ("ort_int8_only", ("mixed",)),
+}
+# Why a technique can make batch-1 CPU latency worse than its base's (written into the JSON
+# and printed for every candidate whose p50 is above its base's).
+SLOWER_BECAUSE = {
+    "lowrank": "factorised layers run two smaller GEMMs/convs instead of one: at batch 1 on a CPU the "
+    "extra kernel launch and memory pass can cost more than the MACs saved",
+    "int8": "an INT8 QDQ graph runs what ORT fuses in integer kernels; the Quantize/DequantizeLinear "
+    "passes, requantization and layout changes around the rest (depthwise convs, residual Adds, pooling) "
+    "can cost more at batch 1 than the integer arithmetic saves",
+    "mixed": "each float layer kept in the INT8 graph adds a DequantizeLinear/QuantizeLinear pair and a "
+    "layout change (ORT's INT8 kernels run NHWC, its float ones NCHWc) at its boundaries, and runs its "
+    "MACs in float",
+    "cluster": "clustering changes weight values only, not shapes or operators: the same kernels run, so "
+    "a difference of a few percent is session-to-session variation (a session's memory layout alone "
+    "moved p50 by up to 10% here, see compress.mixed_precision), not the technique",
+    "prune": "structured pruning leaves channel counts that need not be multiples of the SIMD width: "
+    "idle vector lanes can cost more than the MACs saved (see compression.prune.round_to)",
+}
+
+# parameter variants: dotted keys set on a deep copy of the parsed parameters
+CLUSTER_K = 16
+LOWRANK_ENERGY = 0.9  # when the parameters set neither lowrank.energy nor lowrank.target_macs
+CLUSTER = {"compression.cluster.enabled": True, "compression.cluster.k": CLUSTER_K}
+MIXED = {"compression.quantize.exclude": "auto"}
+PLAIN_INT8 = {"compression.quantize.enabled": True, "compression.quantize.exclude": []}
 
 # The targets for the final model.
 MIN_SPEEDUP = 8.0  # fp32 p50 / final p50
 MIN_SIZE_REDUCTION = 12.0  # fp32 bytes / final bytes
 MAX_ACCURACY_DROP = 1.0  # points of clean test accuracy below fp32 (point estimate)
+# ... and for the best pipeline variant within MAX_ACCURACY_DROP
+MIN_SHIPPED_REDUCTION = 25.0  # fp32 ONNX bytes / the variant's lzma-compressed ONNX bytes
 
 # piped output (a log file) gets a width that fits the table instead of rich's 80 columns
-console = Console(width=None if sys.stdout.isatty() else 230)
+console = Console(width=None if sys.stdout.isatty() else 290)
 
 
 @dataclass
@@ -159,6 +263,8 @@ class Candidate:
     module: nn.Module | None = None
     error: str | None = None
     details: dict[str, Any] | None = None
+    # pipeline candidates: which of TECHNIQUES are on (None: a peer)
+    states: dict[str, bool] | None = None
 
 
 # --- setup ---------------------------------------------------------------------------------
@@ -302,16 +408,120 @@ def reuses_teacher(reuse: Path | None, params: dict) -> bool:
     return type(TorchModuleDataset(str(reuse)).load()) is cls
 
 
-def attempt(candidate: Candidate, build: Callable[[], onnx.ModelProto]) -> Candidate:
-    """Build a peer's ONNX model; a failure is recorded in its row instead of ending the run."""
+Built = onnx.ModelProto | tuple[onnx.ModelProto, nn.Module, dict[str, Any]]
+
+
+def attempt(candidate: Candidate, build: Callable[[], Built]) -> Candidate:
+    """Build a candidate's ONNX model (and, when ``build`` returns them, its torch module and
+    details); a failure is recorded in its row instead of ending the run."""
     try:
-        candidate.onnx_model = build()
+        built = build()
+        if isinstance(built, tuple):
+            built, candidate.module, details = built
+            candidate.details = {**(candidate.details or {}), **details}
+        candidate.onnx_model = built
     except Exception as exc:  # any failure of a peer's tool (NNCF above all) is a result too
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         candidate.error = f"{type(exc).__name__}: {first}"
         candidate.details = {**(candidate.details or {}), "traceback": traceback.format_exc()[-4000:]}
         console.print(f"[red]  {candidate.name} failed[/]: {candidate.error}")
     return candidate
+
+
+def variant(params: dict, overrides: dict[str, Any]) -> dict:
+    """A deep copy of the parsed ``params`` with the dotted keys of ``overrides`` set, validated."""
+    out = copy.deepcopy(params)
+    for dotted, value in overrides.items():
+        set_dotted(out, dotted, value)
+    config.validate_parameters(out)
+    return out
+
+
+def lowrank_overrides(params: dict) -> dict[str, Any]:
+    """Low-rank on, with the ranks the parameters ask for (energy or target_macs), else energy 0.9."""
+    section = params["compression"].get("lowrank") or {}
+    overrides: dict[str, Any] = {"compression.lowrank.enabled": True}
+    if "energy" in section and section.get("energy") is None and section.get("target_macs") is None:
+        overrides["compression.lowrank.energy"] = LOWRANK_ENERGY
+    return overrides
+
+
+def shipped_states(params: dict) -> dict[str, bool]:
+    """Which of ``TECHNIQUES`` the parameters switch on (mixed: ``quantize.exclude: auto``)."""
+    cfg = config.parse(config.CompressionParams, params["compression"], "compression")
+    return {
+        "cluster": cfg.cluster.enabled,
+        "mixed": cfg.quantize.exclude == "auto",
+        "lowrank": cfg.lowrank.enabled,
+    }
+
+
+def switch(params: dict, technique: str, on: bool) -> dict[str, Any]:
+    """Dotted overrides turning ``technique`` on or off ({} when the parameters already have it so).
+
+    On: clustering with k=16, ``exclude: auto``, low-rank with the parameters' ranks. Off:
+    clustering and low-rank disabled, ``exclude: []``."""
+    if shipped_states(params)[technique] == on:
+        return {}
+    if technique == "cluster":
+        return CLUSTER if on else {"compression.cluster.enabled": False}
+    if technique == "mixed":
+        return MIXED if on else {"compression.quantize.exclude": []}
+    return lowrank_overrides(params) if on else {"compression.lowrank.enabled": False}
+
+
+def pipeline_name(states: dict[str, bool], shipped: dict[str, bool]) -> str:
+    """``kedro_edge`` plus ``+technique`` / ``-technique`` for each state that differs from shipped."""
+    return FINAL + "".join(("+" if states[t] else "-") + t for t in TECHNIQUES if states[t] != shipped[t])
+
+
+def pipeline_description(states: dict[str, bool]) -> str:
+    stages = ["low-rank"] * states["lowrank"] + ["prune", "QAT", "distill"] + ["cluster"] * states["cluster"]
+    return " -> ".join([*stages, "ORT INT8" + (" (exclude auto)" if states["mixed"] else "")])
+
+
+def lineage(candidates: list[Candidate]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(candidate, base, what it adds) for the marginal-effect table: the peers' fixed bases, the
+    pipeline vs fp32, and every pair of pipeline candidates that differ in one technique only
+    (the one with it on, against the one with it off)."""
+    edges = [(name, base, adds) for name, (base, adds) in PEER_LINEAGE.items()]
+    pipeline = {c.name: c.states for c in candidates if c.states is not None}
+    shipped = pipeline[FINAL]
+    final_adds = (
+        ("lowrank",) * shipped["lowrank"]
+        + ("prune", "qat", "distill")
+        + ("cluster",) * shipped["cluster"]
+        + ("int8",)
+        + ("mixed",) * shipped["mixed"]
+    )
+    edges.append((FINAL, FP32, final_adds))
+    for name, states in pipeline.items():
+        for base, base_states in pipeline.items():
+            differ = [t for t in TECHNIQUES if states[t] != base_states[t]]
+            if len(differ) == 1 and states[differ[0]]:
+                edges.append((name, base, (differ[0],)))
+    order = {c.name: i for i, c in enumerate(candidates)}
+    return sorted(edges, key=lambda e: (order.get(e[0], len(order)), order.get(e[1], len(order))))
+
+
+def needs(candidate: Candidate) -> nn.Module:
+    """The torch module of an earlier candidate another one is built from."""
+    if candidate.onnx_model is None or candidate.module is None:
+        raise RuntimeError(f"needs {candidate.name}, which was not built")
+    return candidate.module
+
+
+def int8_distinct(model: onnx.ModelProto) -> dict[str, Any] | None:
+    """How many distinct INT8 values the weights keep per output channel (clustering: at most k)."""
+    per_init = clustering.distinct_values_per_channel(model)
+    if not per_init:
+        return None
+    return {
+        "max_per_channel": max(per_init.values()),
+        "median_over_initializers": float(np.median(list(per_init.values()))),
+        "initializers": len(per_init),
+        "per_initializer": per_init,
+    }
 
 
 def import_nncf():
@@ -387,7 +597,7 @@ def build_candidates(
     params: dict,
     timings: dict[str, float],
 ) -> tuple[list[Candidate], dict]:
-    """fp32, the five single-technique peers and the pipeline's model; the prune report."""
+    """fp32, the single-technique peers, the pipeline's model and its variants; the prune report."""
     comp, train = params["compression"], params["training"]
     cfg = config.parse(config.CompressionParams, comp, "compression")
     gates = config.parse(config.ValidationParams, params["validation"], "validation").gates
@@ -395,12 +605,13 @@ def build_candidates(
     batch = params["validation"].get("batch_size", 256)
     splits = data.Splits(model_input)
     calib = data.calibration_samples(splits, cfg.quantize.calibration_samples)
+    plain_int8 = cfg.quantize.model_copy(update={"exclude": []})  # no mixed precision for the peers
     with phase("export fp32 teacher", timings):
         teacher_onnx = nodes.export_teacher(teacher, model_input, comp)
     fp32 = Candidate(FP32, "FP32 teacher, ONNX", teacher_onnx, teacher)
     int8_only = Candidate("ort_int8_only", "ORT quantize_static (QDQ) of the teacher", module=teacher)
     with phase("ORT static INT8 of the teacher (ort_int8_only)", timings):
-        attempt(int8_only, lambda: export.quantize_int8(teacher_onnx, calib, cfg.quantize))
+        attempt(int8_only, lambda: export.quantize_int8(teacher_onnx, calib, plain_int8))
     ptq = Candidate("nncf_ptq", "NNCF quantize of the teacher ONNX, defaults", module=teacher)
     with phase("NNCF post-training quantization (nncf_ptq)", timings):
         attempt(ptq, lambda: nncf_ptq(teacher_onnx, calib))
@@ -418,16 +629,23 @@ def build_candidates(
                 quantized_val_top1=val_top1(control.onnx_model, splits, batch),
                 val_n=len(splits.y("val")),
             )
-    with phase("prune + fine-tune (tp_prune_only, and the pipeline's first stage)", timings):
+    on_teacher = teacher_peers(teacher, model_input, params, timings)
+    with phase("prune + fine-tune (tp_prune_only, and the pipeline's prune stage)", timings):
         pruned, prune_report = nodes.prune_teacher(teacher, model_input, comp, train)
         pruned_onnx = export.to_onnx(pruned, splits.input_shape, cfg.export.opset)
     prune_ptq = Candidate("prune_ptq", "the pruned model + ORT quantize_static, no QAT/KD", module=pruned)
     with phase("ORT static INT8 of the pruned model (prune_ptq)", timings):
-        attempt(prune_ptq, lambda: export.quantize_int8(pruned_onnx, calib, cfg.quantize))
-    with phase("QAT + distillation + INT8 export (kedro_edge)", timings):
-        qat = nodes.quantize_student(pruned, model_input, comp)
-        student = nodes.distill_student(qat, teacher, model_input, comp, train)
-        final_onnx = nodes.export_model(student, model_input, comp)
+        attempt(prune_ptq, lambda: export.quantize_int8(pruned_onnx, calib, plain_int8))
+    lowrank_only = on_teacher["lowrank_only"]
+    shipped = shipped_states(params)
+    with phase(
+        f"the pipeline with the shipped parameters: {pipeline_description(shipped)} (kedro_edge)", timings
+    ):
+        # lowrank_only's module is the low-rank node's output for the shipped parameters when they
+        # switch it on (its variant only sets what is already set); else the prune node gets the teacher
+        reuse = shipped["lowrank"] and lowrank_only.onnx_model is not None
+        factorised = factorised_by(lowrank_only) if reuse else None
+        final, student = pipeline_run(teacher, model_input, params, pruned, factorised)
     candidates = [
         fp32,
         int8_only,
@@ -435,9 +653,158 @@ def build_candidates(
         control,
         Candidate("tp_prune_only", "Torch-Pruning + fine-tune, FP32 ONNX", pruned_onnx, pruned),
         prune_ptq,
-        Candidate(FINAL, "prune -> QAT -> distill -> ORT INT8", final_onnx, student),
+        lowrank_only,
+        on_teacher["cluster_ptq"],
+        on_teacher["int8_mixed_auto"],
+        final,
+        *pipeline_variants(teacher, model_input, params, final, student, pruned, lowrank_only, timings),
     ]
     return candidates, prune_report
+
+
+def teacher_peers(
+    teacher: nn.Module, model_input: dict[str, np.ndarray], params: dict, timings: dict[str, float]
+) -> dict[str, Candidate]:
+    """The new techniques alone, on the teacher: low-rank (FP32), clustering + INT8, mixed INT8."""
+    train = params["training"]
+    lowrank = variant(params, lowrank_overrides(params))["compression"]
+    clustered = variant(params, {**CLUSTER, **PLAIN_INT8})["compression"]
+    mixed = variant(params, {**PLAIN_INT8, **MIXED})["compression"]
+    lr = config.parse(config.CompressionParams, lowrank, "compression").lowrank
+    ranks = f"energy {lr.energy:g}" if lr.energy is not None else f"target_macs {lr.target_macs:g}"
+    lowrank_only = Candidate("lowrank_only", f"truncated SVD ({ranks}) + fine-tune, FP32 ONNX")
+
+    def build_lowrank() -> Built:
+        module, report = nodes.factorise_teacher(teacher, model_input, lowrank, train)
+        return nodes.export_teacher(module, model_input, lowrank), module, {"lowrank_report": report}
+
+    with phase("low-rank factorisation + fine-tune (lowrank_only)", timings):
+        attempt(lowrank_only, build_lowrank)
+    cluster_ptq = Candidate("cluster_ptq", f"k-means weight sharing (k={CLUSTER_K}) + fine-tune, ORT INT8")
+
+    def build_cluster() -> Built:
+        module, report = nodes.cluster_student(teacher, model_input, clustered, train)
+        model, quantize_report = nodes.export_model(module, model_input, clustered)
+        return model, module, {"cluster_report": report, "quantize_report": quantize_report}
+
+    with phase("clustering + fine-tune + ORT INT8 of the teacher (cluster_ptq)", timings):
+        attempt(cluster_ptq, build_cluster)
+    int8_mixed = Candidate("int8_mixed_auto", "ORT INT8 of the teacher, quantize.exclude auto (mixed)")
+
+    def build_mixed() -> Built:
+        model, quantize_report = nodes.export_model(teacher, model_input, mixed)
+        return model, teacher, {"quantize_report": quantize_report}
+
+    with phase("mixed-precision INT8 of the teacher, exclude auto (int8_mixed_auto)", timings):
+        attempt(int8_mixed, build_mixed)
+    return {c.name: c for c in (lowrank_only, cluster_ptq, int8_mixed)}
+
+
+def pipeline_run(
+    teacher: nn.Module,
+    model_input: dict[str, np.ndarray],
+    params: dict,
+    pruned: nn.Module | None = None,
+    factorised: tuple[nn.Module, dict] | None = None,
+) -> tuple[Candidate, nn.Module]:
+    """The compression pipeline's nodes in its order with ``params``: low-rank -> prune -> QAT ->
+    distill -> cluster -> export; and the distilled student (the cluster node's input).
+
+    ``pruned``: the prune node's output, if low-rank is off (the peers' pruned teacher, the same
+    thing); ``factorised``: the low-rank node's output and report, if already run."""
+    comp, train = params["compression"], params["training"]
+    lowrank, lowrank_report = factorised or nodes.factorise_teacher(teacher, model_input, comp, train)
+    details: dict[str, Any] = {}
+    if lowrank_report.get("method") != "none":
+        details["lowrank_report"] = lowrank_report
+        pruned = None  # the pipeline prunes the factorised teacher
+    if pruned is None:
+        pruned, details["prune_report"] = nodes.prune_teacher(lowrank, model_input, comp, train)
+    qat = nodes.quantize_student(pruned, model_input, comp)
+    student = nodes.distill_student(qat, teacher, model_input, comp, train)
+    shipped, cluster_report = nodes.cluster_student(student, model_input, comp, train)
+    if cluster_report.get("method") != "none":
+        details["cluster_report"] = cluster_report
+    model, details["quantize_report"] = nodes.export_model(shipped, model_input, comp)
+    states = shipped_states(params)
+    run = Candidate(FINAL, pipeline_description(states), model, shipped, details=details, states=states)
+    return run, student
+
+
+def factorised_by(lowrank_only: Candidate) -> tuple[nn.Module, dict]:
+    """lowrank_only's factorised, fine-tuned teacher and its report: the low-rank node's output."""
+    return needs(lowrank_only), lowrank_only.details["lowrank_report"]
+
+
+def pipeline_variants(
+    teacher: nn.Module,
+    model_input: dict[str, np.ndarray],
+    params: dict,
+    final: Candidate,
+    student: nn.Module,
+    pruned: nn.Module,
+    lowrank_only: Candidate,
+    timings: dict[str, float],
+) -> list[Candidate]:
+    """The pipeline with issue 10's techniques switched relative to the shipped parameters: the
+    other three cells of (clustering on/off) x (mixed precision on/off) on kedro_edge's distilled
+    student, and a second full pass with low-rank switched."""
+    train = params["training"]
+    shipped = shipped_states(params)
+    clustered: dict[bool, tuple[nn.Module, dict]] = {shipped["cluster"]: (final.module, {})}
+    out: list[Candidate] = []
+    cells = [
+        {**shipped, "cluster": c, "mixed": m}
+        for c, m in itertools.product((False, True), repeat=2)
+        if (c, m) != (shipped["cluster"], shipped["mixed"])
+    ]
+    cells.sort(key=lambda st: (sum(st[t] != shipped[t] for t in TECHNIQUES), st["mixed"] != shipped["mixed"]))
+    for states in cells:
+        overrides = {
+            **switch(params, "cluster", states["cluster"]),
+            **switch(params, "mixed", states["mixed"]),
+        }
+        comp = variant(params, overrides)["compression"]
+        candidate = Candidate(
+            pipeline_name(states, shipped),
+            f"kedro_edge's student: {pipeline_description(states)}",
+            states=states,
+            details={"parameter_overrides": overrides},
+        )
+
+        def build(cluster_on: bool = states["cluster"], comp: dict = comp) -> Built:
+            if cluster_on not in clustered:  # the cluster node on the distilled student, once per state
+                module, report = nodes.cluster_student(student, model_input, comp, train)
+                details = {"cluster_report": report} if report.get("method") != "none" else {}
+                clustered[cluster_on] = module, details
+            module, details = clustered[cluster_on]
+            model, quantize_report = nodes.export_model(module, model_input, comp)
+            return model, module, {**details, "quantize_report": quantize_report}
+
+        with phase(f"{candidate.description} ({candidate.name})", timings):
+            out.append(attempt(candidate, build))
+    states = {**shipped, "lowrank": not shipped["lowrank"]}
+    overrides = switch(params, "lowrank", states["lowrank"])
+    second = Candidate(
+        pipeline_name(states, shipped),
+        f"second pass: {pipeline_description(states)}",
+        states=states,
+        details={"parameter_overrides": overrides},
+    )
+
+    def build_second() -> Built:
+        # with low-rank on, lowrank_only's module is the low-rank node's output for these parameters;
+        # with it off, the prune node's output is the peers' pruned teacher
+        on = states["lowrank"]
+        factorised = factorised_by(lowrank_only) if on else None
+        run, _ = pipeline_run(
+            teacher, model_input, variant(params, overrides), None if on else pruned, factorised
+        )
+        return run.onnx_model, run.module, {**second.details, **run.details}
+
+    with phase(f"{second.description} ({second.name})", timings):
+        out.append(attempt(second, build_second))
+    return out
 
 
 # --- measurement ---------------------------------------------------------------------------
@@ -539,6 +906,13 @@ def assemble(
         row.update(m.figures)
         row["quantize_linear_nodes"] = quantize_nodes(c.onnx_model)
         row["size_reduction"] = ref.figures["size_bytes"] / m.figures["size_bytes"]
+        # lzma-compressed, as a release ships it, against the fp32 ONNX file (not fp32's shipped bytes)
+        row["shipped_reduction"] = ref.figures["size_bytes"] / m.figures["shipped_bytes"]
+        if row["quantize_linear_nodes"]:
+            try:
+                row["int8_distinct_values"] = int8_distinct(c.onnx_model)
+            except Exception as exc:  # a figure for the details only: never end the run over it
+                row["int8_distinct_values"] = {"error": f"{type(exc).__name__}: {exc}"}
         row["p50_ratio"] = m.figures["latency_p50_ms"] / ref.figures["latency_p50_ms"]
         row["p50_speedup"] = 1 / row["p50_ratio"]
         if c.name != FP32:
@@ -548,6 +922,68 @@ def assemble(
             }
         models[c.name] = row
     return models
+
+
+def marginal_effects(
+    models: dict[str, dict[str, Any]],
+    measured: dict[str, Measured],
+    cfg: config.ValidationParams,
+    edges: list[tuple[str, str, tuple[str, ...]]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each (candidate, base) edge of ``lineage``: the paired accuracy change and the ratios of size,
+    shipped bytes, MACs and p50 (per round too); and the edges whose candidate has a median p50
+    above its base's, with why the added technique can do that."""
+    effects: list[dict[str, Any]] = []
+    slower: list[dict[str, Any]] = []
+    for name, base, adds in edges:
+        row = models.get(name)
+        if row is None or "error" in row:
+            continue
+        if base not in measured:
+            effects.append(
+                {"model": name, "base": base, "adds": list(adds), "error": f"{base} was not built"}
+            )
+            continue
+        ref = models[base]
+        per_round = [
+            ours / theirs
+            for ours, theirs in zip(row["latency_p50_ms_rounds"], ref["latency_p50_ms_rounds"], strict=True)
+        ]
+        ratio = row["latency_p50_ms"] / ref["latency_p50_ms"]
+        why = "; ".join(SLOWER_BECAUSE[t] for t in adds if t in SLOWER_BECAUSE) if ratio > 1 else None
+        effect = {
+            "model": name,
+            "base": base,
+            "adds": list(adds),
+            "clean": paired(measured[base].correct, measured[name].correct, cfg),
+            "robust": paired(measured[base].robust_correct, measured[name].robust_correct, cfg),
+            **{
+                f"{key}_ratio": row[key] / ref[key]
+                for key in ("size_bytes", "shipped_bytes", "params", "macs")
+            },
+            "p50_ratio": ratio,
+            "p50_ratio_rounds": per_round,
+            "rounds_slower": sum(r > 1 for r in per_round),
+            "slower": ratio > 1,
+            # slower in every interleaved round: not the drift or noise of one round
+            "slower_in_every_round": all(r > 1 for r in per_round),
+            "slower_because": why,
+        }
+        effects.append(effect)
+        if ratio > 1:
+            slower.append(
+                {
+                    "model": name,
+                    "base": base,
+                    "adds": list(adds),
+                    "p50_ratio": ratio,
+                    "rounds_slower": f"{effect['rounds_slower']}/{len(per_round)}",
+                    "in_every_round": effect["slower_in_every_round"],
+                    "macs_ratio": effect["macs_ratio"],
+                    "why": why or "no known cause in the added technique(s): likely run-to-run noise",
+                }
+            )
+    return effects, slower
 
 
 def target(
@@ -568,13 +1004,86 @@ def drop_text(comparison: dict[str, Any]) -> str:
     return f"drop {drop:.2f} pts [{low:+.2f}, {high:+.2f}], McNemar {p_text(comparison['p_value'])}"
 
 
+def drop_figures(clean: dict[str, Any], robust: dict[str, Any] | None) -> dict[str, Any]:
+    """A paired change vs fp32 as drops in points (positive: worse), with intervals."""
+    return {
+        "drop_points": round(-clean["diff_points"], 9) + 0.0,  # no float noise at the limit, no -0
+        "drop_ci_points": [-clean["ci_high_points"] + 0.0, -clean["ci_low_points"] + 0.0],
+        "mcnemar_p": clean["p_value"],
+        "robust_drop_points": None if robust is None else -robust["diff_points"] + 0.0,
+        "robust_drop_ci_points": None
+        if robust is None
+        else [-robust["ci_high_points"] + 0.0, -robust["ci_low_points"] + 0.0],
+    }
+
+
+def shipped_target(
+    models: dict[str, dict[str, Any]], pipeline: list[str], cfg: config.ValidationParams
+) -> dict[str, Any]:
+    """fp32 ONNX bytes over the shipped (lzma) bytes of the pipeline variant that ships fewest bytes
+    among those within ``MAX_ACCURACY_DROP`` (point estimate) of fp32's clean accuracy."""
+    fp32_bytes = models[FP32]["size_bytes"]
+    variants: dict[str, dict[str, Any]] = {}
+    for name in pipeline:
+        row = models.get(name, {})
+        if "vs_fp32" not in row:
+            variants[name] = {"error": row.get("error", "not built")}
+            continue
+        drops = drop_figures(row["vs_fp32"]["clean"], row["vs_fp32"]["robust"])
+        variants[name] = {
+            "shipped_bytes": row["shipped_bytes"],
+            "shipped_reduction": row["shipped_reduction"],
+            **drops,
+            "within_accuracy": drops["drop_points"] <= MAX_ACCURACY_DROP,
+        }
+    eligible = [n for n, v in variants.items() if v.get("within_accuracy")]
+    description = (
+        f"best pipeline variant within {MAX_ACCURACY_DROP:g} clean points of fp32 (point estimate) ships "
+        f"at least {MIN_SHIPPED_REDUCTION:g}x fewer bytes (lzma) than the fp32 ONNX file"
+    )
+    if not eligible:
+        built = [n for n, v in variants.items() if "error" not in v]
+        smallest = max(built, key=lambda n: variants[n]["shipped_reduction"], default=None)
+        summary = f"no pipeline variant within {MAX_ACCURACY_DROP:g} pts of fp32" + (
+            f"; the fewest bytes: {smallest}, {variants[smallest]['shipped_reduction']:.1f}x, clean "
+            f"{drop_text(models[smallest]['vs_fp32']['clean'])}"
+            if smallest
+            else ""
+        )
+        measured = {"variant": None, "fp32_onnx_bytes": fp32_bytes, "variants": variants}
+        return target(description, measured, MIN_SHIPPED_REDUCTION, False, summary)
+    best = max(eligible, key=lambda n: variants[n]["shipped_reduction"])
+    chosen = variants[best]
+    pct = round(100 * cfg.confidence)
+    robust = models[best]["vs_fp32"]["robust"]
+    summary = (
+        f"{best}: {chosen['shipped_reduction']:.1f}x fewer bytes shipped ({fp32_bytes / 1024:,.0f} KiB fp32 "
+        f"ONNX -> {chosen['shipped_bytes'] / 1024:,.1f} KiB lzma); "
+        f"clean {drop_text(models[best]['vs_fp32']['clean'])} "
+        f"(paired {pct}% CI), robust {drop_text(robust) if robust else 'not measured'}; needs >= "
+        f"{MIN_SHIPPED_REDUCTION:g}x at a drop <= {MAX_ACCURACY_DROP:g}"
+    )
+    measured = {"variant": best, **chosen, "fp32_onnx_bytes": fp32_bytes, "variants": variants}
+    return target(
+        description,
+        measured,
+        {"shipped_reduction": MIN_SHIPPED_REDUCTION, "drop_points": MAX_ACCURACY_DROP},
+        chosen["shipped_reduction"] >= MIN_SHIPPED_REDUCTION,
+        summary,
+    )
+
+
 def evaluate_targets(
-    models: dict[str, dict[str, Any]], measured: dict[str, Measured], cfg: config.ValidationParams
+    models: dict[str, dict[str, Any]],
+    measured: dict[str, Measured],
+    cfg: config.ValidationParams,
+    pipeline: list[str],
 ) -> dict[str, dict[str, Any]]:
     """The targets for the final model, each with its measured values and pass/fail."""
     final = models[FINAL]
     clean, robust = final["vs_fp32"]["clean"], final["vs_fp32"]["robust"]
-    drop = round(-clean["diff_points"], 9) + 0.0  # no float noise at the limit, no -0
+    drops = drop_figures(clean, robust)
+    drop = drops["drop_points"]
     pct = round(100 * cfg.confidence)
     targets = {
         "p50_speedup_vs_fp32": target(
@@ -595,20 +1104,13 @@ def evaluate_targets(
         ),
         "accuracy_drop_vs_fp32": target(
             f"final clean test accuracy at most {MAX_ACCURACY_DROP:g} points below fp32 (point estimate)",
-            {
-                "drop_points": drop,
-                "drop_ci_points": [-clean["ci_high_points"] + 0.0, -clean["ci_low_points"] + 0.0],
-                "mcnemar_p": clean["p_value"],
-                "robust_drop_points": None if robust is None else -robust["diff_points"] + 0.0,
-                "robust_drop_ci_points": None
-                if robust is None
-                else [-robust["ci_high_points"] + 0.0, -robust["ci_low_points"] + 0.0],
-            },
+            drops,
             MAX_ACCURACY_DROP,
             drop <= MAX_ACCURACY_DROP,
             f"clean {drop_text(clean)} (paired {pct}% CI, n={clean['n']:,}); needs point <= "
             f"{MAX_ACCURACY_DROP:g}; robust {drop_text(robust) if robust else 'not measured'}",
         ),
+        "shipped_reduction_vs_fp32": shipped_target(models, pipeline, cfg),
     }
     for name in PEERS:
         peer = models[name]
@@ -640,7 +1142,16 @@ def evaluate_targets(
 
 
 def machine() -> dict[str, Any]:
-    packages = ("onnxruntime", "torch", "onnx", "torch-pruning", "nncf", "numpy", "kedro-edge")
+    packages = (
+        "onnxruntime",
+        "torch",
+        "onnx",
+        "torch-pruning",
+        "nncf",
+        "scikit-learn",
+        "numpy",
+        "kedro-edge",
+    )
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or cpu_model(),
@@ -701,6 +1212,8 @@ def results_table(models: dict[str, dict[str, Any]], title: str) -> Table:
         "Δ robust vs fp32 pts [CI] p",
         "KiB",
         "smaller ×",
+        "shipped KiB",
+        "shipped ×",
         "params",
         "MACs",
         "p50 ms",
@@ -708,7 +1221,7 @@ def results_table(models: dict[str, dict[str, Any]], title: str) -> Table:
         "p50 ÷ fp32",
     )
     for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right")
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
     failures: list[str] = []
     for name, f in models.items():
         if "error" in f:
@@ -725,6 +1238,8 @@ def results_table(models: dict[str, dict[str, Any]], title: str) -> Table:
             diff_ci(vs.get("robust")) if vs else "(reference)",
             f"{f['size_bytes'] / 1024:,.1f}",
             f"{f['size_reduction']:.1f}",
+            f"{f['shipped_bytes'] / 1024:,.1f}",
+            f"{f['shipped_reduction']:.1f}",
             f"{f['params']:,}",
             f"{f['macs']:,}",
             f"{f['latency_p50_ms']:.3f}",
@@ -736,8 +1251,78 @@ def results_table(models: dict[str, dict[str, Any]], title: str) -> Table:
     return table
 
 
+def ratio_text(value: float) -> str:
+    return f"{value:.3f}" if value >= 0.01 else f"{value:.2g}"
+
+
+def marginal_table(effects: list[dict[str, Any]], title: str) -> Table:
+    """Each candidate against its base: what the technique(s) it adds did, paired on the same images."""
+    table = Table(title=title)
+    columns = (
+        "model",
+        "base",
+        "adds",
+        "Δ clean vs base pts [CI] p",
+        "Δ robust vs base pts [CI] p",
+        "KiB ÷ base",
+        "shipped ÷ base",
+        "MACs ÷ base",
+        "p50 ÷ base",
+        "rounds slower",
+        "p50 vs base",
+    )
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i < 3 else "right", no_wrap=i < 3)
+    for vs in effects:
+        name = vs["model"]
+        if "error" in vs:
+            table.add_row(name, vs["base"], "+".join(vs["adds"]), f"[red]{vs['error']}[/]", *[""] * 7)
+            continue
+        rounds = len(vs["p50_ratio_rounds"])
+        flag = "[green]faster[/]"
+        if vs["slower"]:
+            flag = "[red]▲ SLOWER[/]" if vs["rounds_slower"] == rounds else "[yellow]▲ slower (noisy)[/]"
+        table.add_row(
+            name,
+            vs["base"],
+            "+".join(vs["adds"]),
+            diff_ci(vs["clean"]),
+            diff_ci(vs["robust"]),
+            ratio_text(vs["size_bytes_ratio"]),
+            ratio_text(vs["shipped_bytes_ratio"]),
+            ratio_text(vs["macs_ratio"]),
+            f"{vs['p50_ratio']:.3f}",
+            f"{vs['rounds_slower']}/{rounds}",
+            flag,
+        )
+    return table
+
+
+def print_slower(slower: list[dict[str, Any]]) -> None:
+    """One line per candidate whose p50 is above its base's, with why its technique can do that."""
+    if not slower:
+        console.print("No candidate is slower at batch 1 than the model it was built from.")
+        return
+    console.print("[bold]Slower at batch 1 than the model it was built from (median p50 of the rounds):")
+    for s in slower:
+        if not s["in_every_round"]:
+            console.print(
+                f"  [yellow]~[/] {s['model']}: p50 {s['p50_ratio']:.3f}x {s['base']}'s, slower in only "
+                f"{s['rounds_slower']} rounds: within run-to-run noise"
+            )
+            continue
+        console.print(
+            f"  [red]▲[/] {s['model']}: p50 {s['p50_ratio']:.2f}x {s['base']}'s "
+            f"(slower in {s['rounds_slower']} rounds) at {s['macs_ratio']:.2f}x its MACs; "
+            f"adds {'+'.join(s['adds'])}: {s['why']}"
+        )
+
+
 def print_targets(targets: dict[str, dict[str, Any]]) -> None:
-    console.print(f"[bold]Targets (final model, {FINAL}):")
+    console.print(
+        f"[bold]Targets (final model {FINAL}; shipped_reduction: the best pipeline variant within "
+        f"{MAX_ACCURACY_DROP:g} pts):"
+    )
     for name, t in targets.items():
         mark = {True: "[green]PASS[/]", False: "[red]FAIL[/]", None: "[yellow]SKIP[/]"}[t["passed"]]
         console.print(f"  {mark}  {name}: {t['summary']}")
@@ -762,7 +1347,10 @@ def print_nncf_control(models: dict[str, dict[str, Any]]) -> None:
 def save_plot(
     models: dict[str, dict[str, Any]], arch: str, test_n: int, confidence: float, path: Path
 ) -> None:
-    """The pipeline's figure (``plots.compression_figure``) for the measured models, plus targets."""
+    """The pipeline's figure (``plots.compression_figure``) for the measured models, plus targets.
+
+    Shipped size appears twice: in each model's legend entry (KiB after lzma) and as the green
+    bars of the right panel (fp32 ONNX bytes / shipped bytes), with the shipped target as a line."""
     stages = {}
     for name, f in models.items():
         if "error" not in f:
@@ -800,15 +1388,49 @@ def save_plot(
     )
     low, high = ax.get_xlim()  # keep the target line in view even when no model is near it
     ax.set_xlim(min(low, ref["latency_p50_ms"] / MIN_SPEEDUP / 1.3), high)
-    ax.set_title(f"{arch}: accuracy vs p50, 1 thread (hollow: robust; area ~ size)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7.5, frameon=False)
+    for collection in ax.collections:  # each model's legend entry gets its shipped size too
+        label = collection.get_label()
+        name = label.split(": ", 1)[0]
+        if name in stages and label.startswith(f"{name}: "):
+            collection.set_label(f"{label} ONNX, {stages[name]['shipped_bytes'] / 1024:,.0f} KiB shipped")
+    ax.set_title(f"{arch}: accuracy vs p50, 1 thread (hollow: robust; area ~ ONNX size)")
+    # one full-width row per panel: with a dozen models, three panels side by side squash each other
+    rows = fig.add_gridspec(3, 1, height_ratios=(1.25, 1, 1))
+    ax.set_subplotspec(rows[0].subgridspec(1, 2, width_ratios=(1.5, 1))[0])
+    legend = ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7.5, frameon=False)
+    for handle in legend.legend_handles:  # one marker size in the legend (area ~ size is on the axes)
+        if hasattr(handle, "set_sizes"):
+            handle.set_sizes([50])
+    fig.axes[1].set_subplotspec(rows[1])
     fig.axes[1].set_title(f"paired change vs fp32, same {test_n:,} test images")
     fig.axes[1].set_ylabel("accuracy change vs fp32 (points)")
+    gains = fig.axes[2]
+    gains.set_subplotspec(rows[2])
+    gains.axhline(
+        MIN_SHIPPED_REDUCTION,
+        color="tab:green",
+        ls="--",
+        lw=1,
+        label=f"shipped target: {MIN_SHIPPED_REDUCTION:g}x fewer bytes than the fp32 ONNX",
+    )
+    gains.set_yscale("log")  # 1x to ~40x: bars of every size stay legible
+    heights = [bar.get_height() for bar in gains.patches]
+    # every bar in view (a slower model's speed-up is below 1) and room for the legend above them
+    gains.set_ylim(min(0.3, 0.6 * min(heights)), max(MIN_SHIPPED_REDUCTION, *heights) * 8)
+    gains.legend(loc="upper left", fontsize=8, ncols=4)
+    gains.set_ylabel("gain over fp32 (x, log scale)")
+    gains.set_title(
+        "what each model gained over fp32; shipped = its ONNX file lzma-compressed, as a release sends it"
+    )
+    for text in gains.texts:  # the bar labels: small, so neighbours never overlap
+        text.set_fontsize(7)
     for other in fig.axes[1:]:
-        other.tick_params(axis="x", labelrotation=30)
+        other.tick_params(axis="x", labelrotation=20)
         for label in other.get_xticklabels():
             label.set_horizontalalignment("right")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.set_size_inches(max(16.0, 4 + 1.1 * len(stages)), 16)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def write_results(out_dir: Path, arch: str, report: dict[str, Any]) -> None:
@@ -849,7 +1471,10 @@ def run_architecture(
     with phase(f"measure {len(candidates)} models x {rounds} interleaved rounds", timings):
         measured = measure(candidates, splits, robust_x, latency, rounds, validation)
     models = assemble(candidates, measured, validation)
-    targets = evaluate_targets(models, measured, validation)
+    edges = lineage(candidates)
+    effects, slower = marginal_effects(models, measured, validation, edges)
+    pipeline = [c.name for c in candidates if c.states is not None]
+    targets = evaluate_targets(models, measured, validation, pipeline)
 
     n = len(splits.y("test"))
     perturbed = ", ".join(validation.robustness.perturbations) if robust_x is not None else "off"
@@ -861,6 +1486,14 @@ def run_architecture(
             f"{latency.threads} thread, median of {rounds} rounds",
         )
     )
+    console.print(
+        marginal_table(
+            effects,
+            f"{arch_name}: marginal effect of each technique, paired vs the candidate it is built from "
+            "(ratios: candidate ÷ base, below 1 is smaller/faster)",
+        )
+    )
+    print_slower(slower)
     print_nncf_control(models)
     print_targets(targets)
     report = {
@@ -882,11 +1515,23 @@ def run_architecture(
             "seed": SEED,
             "teacher": {"source": str(reuse)} if reuse else {"source": "trained with parameters.training"},
             "torch_threads": torch.get_num_threads(),
+            "variants": {
+                "peers_int8": PLAIN_INT8,
+                "shipped_states": shipped_states(params),
+                "pipeline_states": {c.name: c.states for c in candidates if c.states is not None},
+                "note": "dotted keys set on the parameters below (each model's details.parameter_overrides); "
+                "the pipeline variants reuse kedro_edge's distilled student, except the low-rank one "
+                "(a second full pass)",
+            },
+            "lineage": [{"model": m, "base": b, "adds": list(a)} for m, b, a in edges],
+            "shipped_codec": "lzma (kedro_edge.codec.shipped_size)",
         },
         "parameters": params,
         "models": models,
         "targets": targets,
         "all_targets_passed": all(t["passed"] for t in targets.values() if t["passed"] is not None),
+        "marginal_effects": effects,
+        "slower_than_base": slower,
         "prune_report": prune_report,
         "phase_seconds": timings,
     }

@@ -87,7 +87,7 @@ class LowRankParams(_Strict):
 class ClusterParams(_Strict):
     """Per-layer k-means weight sharing (``compress.cluster``): fewer distinct values, fewer bytes shipped."""
 
-    enabled: bool = False
+    enabled: bool = True
     k: int = Field(16, ge=2, le=256)  # shared values per layer
     min_weights: int = Field(256, ge=1)  # layers with fewer weights stay as they are
     finetune_epochs: int = Field(1, ge=0)  # centroids trained, assignments fixed: shared stays shared
