@@ -18,12 +18,16 @@ from typing import Any
 
 from torch import nn
 
-# compression.<name> -> the function of compress/<name>.py that applies it:
-# (module, splits, params of that section, training params) -> (module, report)
-TECHNIQUES = {"lowrank": "lowrank", "prune": "prune", "cluster": "cluster"}
+# the techniques that take and return a module: compression.<name> is applied by the function
+# <name> of compress/<name>.py, (module, splits, params of that section, training params) ->
+# (module, report). Imported when used, so importing compress.quantize (export.py does) does not
+# load Torch-Pruning and scikit-learn.
+TECHNIQUES = ("lowrank", "prune", "cluster")
 
 
 def apply(name: str, module: nn.Module, splits: Any, compression: Any, train: Any) -> tuple[nn.Module, dict]:
     """Run technique ``name`` with ``compression.<name>``; a disabled one returns an unchanged copy."""
-    technique = getattr(importlib.import_module(f"{__name__}.{name}"), TECHNIQUES[name])
+    if name not in TECHNIQUES:
+        raise ValueError(f"no compression technique {name!r} (known: {', '.join(TECHNIQUES)})")
+    technique = getattr(importlib.import_module(f"{__name__}.{name}"), name)
     return technique(module, splits, getattr(compression, name), train)

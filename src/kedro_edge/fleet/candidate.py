@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,15 @@ FILES = ("manifest.json", "parity.npy", MODEL)  # what a version holds on the de
 
 @dataclass
 class Candidate:
-    """``folder`` holds model.onnx, manifest.json and parity.npy, and what goes on the wire
-    (``wire``: the same, the model compressed); ``sha256`` (of the uncompressed model) names
-    the version."""
+    """``folder`` holds model.onnx, manifest.json and parity.npy, and what goes on the wire;
+    ``sha256`` (of the uncompressed model) names the version. Sizes are taken once, here: a
+    rollout reads them for every device."""
 
     folder: Path
     sha256: str
     size_bytes: int
-    wire: tuple[str, ...] = FILES  # upload order: the big one last
+    wire: dict[str, int] = field(default_factory=dict)  # file sent -> bytes, in upload order (model last)
+    upload_bytes: int = 0  # what the version takes on the device's disk (the model uncompressed)
 
     @classmethod
     def prepare(
@@ -46,17 +47,19 @@ class Candidate:
         (folder / "manifest.json").write_text(json.dumps({**manifest, **entry}, indent=2))
         with open(folder / "parity.npy", "wb") as fh:
             np.save(fh, np.ascontiguousarray(parity, dtype=np.float32), allow_pickle=False)
-        return cls(folder, sha, len(model), (*FILES[:-1], MODEL + suffix))
-
-    @property
-    def upload_bytes(self) -> int:
-        """What a version takes on the device's disk: every file, the model uncompressed."""
-        return sum((self.folder / name).stat().st_size for name in FILES)
+        sent = (*FILES[:-1], MODEL + suffix)
+        wire = {name: (folder / name).stat().st_size for name in sent}
+        on_disk = sum(wire[name] for name in FILES[:-1]) + len(model)
+        return cls(folder, sha, len(model), wire, on_disk)
 
     @property
     def shipped_bytes(self) -> int:
         """What goes over the wire: every file, the model compressed."""
-        return sum((self.folder / name).stat().st_size for name in self.wire)
+        return sum(self.wire.values())
+
+    @property
+    def model_shipped_bytes(self) -> int:
+        return self.wire[next(reversed(self.wire))]
 
 
 def temporary_folder() -> tempfile.TemporaryDirectory:

@@ -107,8 +107,12 @@ def _ship_agent(endpoint: Endpoint, workdir: str) -> None:
 
 def begin(endpoint: Endpoint, candidate: Candidate, lease: Lease, reserve_bytes: int = 0) -> dict[str, Any]:
     """Take the lease; clean stale uploads; ``model``: ``yes`` if the version is already there."""
+    return call(endpoint, "begin", *_begin_args(candidate, lease, reserve_bytes))
+
+
+def _begin_args(candidate: Candidate, lease: Lease, reserve_bytes: int) -> list[str]:
     need = candidate.upload_bytes + reserve_bytes
-    return call(endpoint, "begin", candidate.sha256, *lease.args(), "--need-bytes", str(need))
+    return [candidate.sha256, *lease.args(), "--need-bytes", str(need)]
 
 
 def ship(
@@ -129,9 +133,8 @@ def ship(
     granted the lease (its first answer), so a transfer that fails after it still has its lease
     given back; ``on_upload(sent, total)`` after each chunk of the model sent.
     """
-    need = candidate.upload_bytes + reserve_bytes
-    files = ",".join(f"{name}:{(candidate.folder / name).stat().st_size}" for name in candidate.wire)
-    args = ["--need-bytes", str(need), "--files", files]
+    files = ",".join(f"{name}:{size}" for name, size in candidate.wire.items())
+    args = [*_begin_args(candidate, lease, reserve_bytes), "--files", files]
     if measure is not None:
         group, blocks, against_current = measure
         args += ["--measure", *_bench_args(group, blocks)] + (
@@ -149,14 +152,14 @@ def ship(
             on_leased()
         return _chunks(candidate, on_upload) if state.get("model") == "no" else None
 
-    return call(endpoint, "begin", candidate.sha256, *lease.args(), *args, feed=feed)
+    return call(endpoint, "begin", *args, feed=feed)
 
 
 def _chunks(candidate: Candidate, on_upload: Callable[[int, int], None] | None) -> Iterator[bytes]:
     """The candidate's files as they go on the wire, in order, in chunks; ``on_upload`` sees
     the model's progress."""
-    for name in candidate.wire:
-        size, sent = (candidate.folder / name).stat().st_size, 0
+    for name, size in candidate.wire.items():
+        sent = 0
         with open(candidate.folder / name, "rb") as fh:
             while chunk := fh.read(CHUNK):
                 yield chunk

@@ -283,8 +283,7 @@ class Rollout:
                 )
         entries = [self.devices[d.name] for d in devices]
         c = self.candidate  # bytes per device that received it (one that had it: 0)
-        model_shipped = (c.folder / c.wire[-1]).stat().st_size
-        shipping = {"model_bytes": c.size_bytes, "model_shipped_bytes": model_shipped,
+        shipping = {"model_bytes": c.size_bytes, "model_shipped_bytes": c.model_shipped_bytes,
                     "shipped_bytes": c.shipped_bytes, "wire": list(c.wire)}  # fmt: skip
         return {"verdict": verdict(entries, aborted, bool(self.activated)), "rollout_id": self.lease.id,
                 "shipping": shipping, "waves": self.waves, "devices": entries}  # fmt: skip

@@ -270,36 +270,20 @@ class SSHEndpoint:
                 f"{self.device.target}: connection lost ({exc or type(exc).__name__})", "unreachable"
             ) from None
 
-    def put(self, local: Path, remote: str, callback: Callable[[int, int], None] | None = None) -> None:
-        """Upload ``local`` to the absolute ``remote`` path over SFTP (no shell involved)."""
+    def put(self, local: Path, remote: str) -> None:
+        """Upload ``local`` to the absolute ``remote`` path over SFTP (no shell involved): the
+        agent, on first contact; versions stream on the agent's own channel."""
         self._open()
         try:
             sftp = self.conn.sftp()
             sftp.get_channel().settimeout(self.device.command_timeout)
-            # confirm=False saves a stat round trip: the agent verifies the sha256 on the device
-            sftp.put(str(local), remote, callback=callback, confirm=False)
+            # confirm=False saves a stat round trip: the agent's file is named by its sha256
+            sftp.put(str(local), remote, confirm=False)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise DeviceError(
                 f"{self.device.target}: upload of {Path(remote).name} failed ({exc or type(exc).__name__})"
             ) from None
         self.counters.bytes_sent += local.stat().st_size
-
-    def mkdir(self, remote: str) -> None:
-        self._open()
-        try:
-            self.conn.sftp().mkdir(remote, mode=0o755)
-        except OSError as exc:
-            raise DeviceError(f"{self.device.target}: cannot create {remote} ({exc})") from None
-
-    def remove_tree(self, remote: str) -> None:
-        """Remove the folder ``remote`` and the files in it (a failed upload's); quietly best effort."""
-        try:
-            sftp = self.conn.sftp()
-            for name in sftp.listdir(remote):
-                sftp.remove(f"{remote}/{name}")
-            sftp.rmdir(remote)
-        except (OSError, EOFError, paramiko.SSHException):
-            pass
 
     def rename(self, src: str, dst: str) -> None:
         self._open()
@@ -418,15 +402,9 @@ class LocalEndpoint:
         except BrokenPipeError:  # the command ended; its answer says why
             pass
 
-    def put(self, local: Path, remote: str, callback: Callable[[int, int], None] | None = None) -> None:
+    def put(self, local: Path, remote: str) -> None:
         shutil.copyfile(local, self.root / remote)
         self.counters.bytes_sent += local.stat().st_size
-
-    def mkdir(self, remote: str) -> None:
-        (self.root / remote).mkdir(mode=0o755)
-
-    def remove_tree(self, remote: str) -> None:
-        shutil.rmtree(self.root / remote, ignore_errors=True)
 
     def rename(self, src: str, dst: str) -> None:
         os.replace(self.root / src, self.root / dst)
