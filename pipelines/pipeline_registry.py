@@ -13,4 +13,6 @@ def register_pipelines() -> dict[str, Pipeline]:
         "deployment": deployment.create_pipeline(),
     }
     pipes["__default__"] = sum(pipes.values(), Pipeline([]))
+    # the budgeted search, then the rest with its choice (distill, export, validate, deploy)
+    pipes["search"] = compression.create_pipeline(search=True) + pipes["validation"] + pipes["deployment"]
     return pipes

@@ -19,7 +19,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "teacher_onnx",
                     "model_onnx",
                     "model_input",
-                    "params:compression",
+                    "compression_plan",
                     "params:validation",
                 ],
                 "compression_metrics",

@@ -2,7 +2,9 @@
 
 import ast
 import hashlib
+import io
 import json
+import lzma
 import os
 import subprocess
 import sys
@@ -199,3 +201,114 @@ def test_a_compressed_model_is_decompressed_and_its_sha256_checked_on_the_device
         answer = json.loads(done.stdout.decode().splitlines()[-1])
         assert not answer["ok"] and why in answer["error"], answer
         assert not list((wd / "versions").glob(".incoming-*")) and not (wd / "versions" / other).exists()
+
+
+# -- measure: a search's batch against a reference, in-process ------------------------------------
+FAST = {"providers": ["CPUExecutionProvider"], "threads": 1, "warmup": 2, "min_runs": 4}
+FAST.update(min_seconds=0.0, max_samples=1, blocks=3)
+
+
+@pytest.fixture(scope="module")
+def onnx_models() -> list[bytes]:
+    """A reference and two candidates: tiny conv nets of different widths."""
+    from kedro_edge.models import ResidualCNN
+
+    return [
+        to_onnx(ResidualCNN(widths=w).eval(), (1, 1, 8, 8)).SerializeToString()
+        for w in ((8, 16), (4, 8), (16, 16))
+    ]
+
+
+def batch(models: list[bytes], sent: dict[str, bytes] | None = None) -> tuple[list, dict[str, bytes]]:
+    """``--files`` and the bytes of each file: the models lzma'd under their sha256, then inputs.npy.
+    ``sent`` replaces what goes on the wire for some names (a model whose bytes lie)."""
+    wire = {f"{hashlib.sha256(m).hexdigest()}.onnx.xz": lzma.compress(m) for m in models}
+    buffer = io.BytesIO()
+    np.save(buffer, np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32))
+    wire["inputs.npy"] = buffer.getvalue()
+    wire.update(sent or {})
+    return [(name, len(data)) for name, data in wire.items()], wire
+
+
+def measure(wd: Path, reference: bytes, files: list, wire: dict[str, bytes]) -> tuple[dict, list[dict]]:
+    """The agent's ``measure`` as the controller drives it: the files it asks for, in order."""
+    said = []
+
+    class Stream:  # stdin: what the first line asked for, sent once it was said
+        def __init__(self):
+            self.data = None
+
+        def read(self, n):
+            if self.data is None:
+                self.data = io.BytesIO(b"".join(wire[name] for name, _ in files if name in said[0]["need"]))
+            return self.data.read(n)
+
+    answer = agent.measure(
+        wd, hashlib.sha256(reference).hexdigest(), files, Stream(), said.append, dict(FAST)
+    )
+    return answer, said
+
+
+def test_measure_gives_each_candidate_a_ratio_to_the_reference_and_caches_models_by_sha256(
+    tmp_path, onnx_models
+):
+    reference, *candidates = onnx_models
+    files, wire = batch(onnx_models)
+    answer, said = measure(tmp_path, reference, files, wire)
+    assert said == [{"ok": True, "need": [name for name, _ in files]}]
+    shas = [hashlib.sha256(m).hexdigest() for m in candidates]
+    assert sorted(answer["results"]) == sorted(shas)  # the reference is no key
+    for result in answer["results"].values():
+        assert len(result["block_ratios"]) == FAST["blocks"]
+        assert result["ratio"] == float(np.median(result["block_ratios"]))
+        assert result["p50_ms"] > 0 and result["reference_p50_ms"] > 0
+        assert set(result) == {"ratio", "p50_ms", "reference_p50_ms", "block_ratios"}
+    assert answer["received_bytes"] == sum(size for _, size in files)
+    assert answer["facts"]["workdir"] == str(tmp_path) and "arch" in answer["facts"]
+    cache = tmp_path / "search-cache"
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [".lock"] + [f"{hashlib.sha256(m).hexdigest()}.onnx" for m in onnx_models]
+    )
+    assert (cache / f"{shas[0]}.onnx").read_bytes() == candidates[0]  # stored decompressed
+    again, said = measure(tmp_path, reference, files, wire)  # a cache hit: only the inputs move
+    assert said[0]["need"] == ["inputs.npy"] and again["received_bytes"] == len(wire["inputs.npy"])
+    assert sorted(again["results"]) == sorted(shas)
+    assert not (tmp_path / "versions").exists() and not (tmp_path / ".rollout").exists()  # no rollout state
+
+
+def test_measure_refuses_a_model_whose_bytes_are_not_its_name_and_caches_nothing_of_it(tmp_path, onnx_models):
+    reference, candidate, other = onnx_models
+    name = f"{hashlib.sha256(candidate).hexdigest()}.onnx.xz"
+    files, wire = batch([reference, candidate], sent={name: lzma.compress(other)})  # same name, other bytes
+    with pytest.raises(agent.Refused, match=f"sha256 mismatch on device: {name} decompresses to sha256 "):
+        measure(tmp_path, reference, files, wire)
+    cached = sorted(p.name for p in (tmp_path / "search-cache").iterdir())
+    assert cached == [".lock", f"{hashlib.sha256(reference).hexdigest()}.onnx"]  # no temporary left either
+
+
+def test_measure_refuses_a_batch_without_its_reference_or_inputs_before_asking_for_bytes(
+    tmp_path, onnx_models
+):
+    reference, candidate, _ = onnx_models
+    files, wire = batch([candidate])
+    with pytest.raises(agent.Refused, match="the reference .* is not among the models"):
+        measure(tmp_path, reference, files, wire)
+    files, wire = batch([reference, candidate])
+    with pytest.raises(agent.Refused, match="one inputs.npy in --files, got 0"):
+        measure(tmp_path, reference, files[:-1], wire)
+
+
+def test_the_cache_keeps_the_most_recently_used_models(tmp_path):
+    cache = tmp_path / "search-cache"
+    cache.mkdir()
+    names = [f"{hashlib.sha256(bytes([i])).hexdigest()}.onnx" for i in range(5)]
+    for age, name in enumerate(names):
+        (cache / name).write_bytes(b"m")
+        os.utime(cache / name, (1000 - age, 1000 - age))  # names[0] used last
+    (cache / ".tmp-1-inputs.npy").write_bytes(b"")  # no model: never evicted here
+    fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT)
+    try:
+        agent._evict(str(cache), fd, 2)
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([".lock", ".tmp-1-inputs.npy", *names[:2]])

@@ -17,7 +17,7 @@ from kedro_edge.versioning import artifact_version, file_hashes
 from tests.pipelines.project import copy_project, run, sha
 
 MODEL = "data/06_models/model.onnx"
-STAGES = ("training", "compression", "validation")
+STAGES = ("training", "search", "compression", "validation")
 
 
 def dvc(repo: Path, *args: str):
@@ -70,7 +70,7 @@ def test_second_repro_runs_nothing(repo):
     assert "up to date" in again.stdout
 
 
-def test_a_compression_parameter_invalidates_compression_and_validation_only(repo):
+def test_a_compression_parameter_invalidates_the_plan_first(repo):
     params = repo / "conf/base/parameters_compression.yml"
     original = params.read_text()
     changed = yaml.safe_load(original)
@@ -80,7 +80,23 @@ def test_a_compression_parameter_invalidates_compression_and_validation_only(rep
         status = json.loads(dvc(repo, "status", "--json").stdout)
     finally:
         params.write_text(original)
-    assert set(status) == {"compression", "validation"}
+    # the search stage writes the plan; compression and validation follow when it changes
+    assert set(status) == {"search"}
+
+
+def test_search_settings_rerun_the_search_stage_and_nothing_else_when_the_plan_stays(repo):
+    params = repo / "conf/base/parameters_compression.yml"
+    original = params.read_text()
+    changed = yaml.safe_load(original)
+    changed["compression"]["search"] = {"trials": 7}  # the search stays off: the plan is the same
+    params.write_text(yaml.safe_dump(changed, sort_keys=False))
+    try:
+        assert set(json.loads(dvc(repo, "status", "--json").stdout)) == {"search"}
+        assert ran(dvc(repo, "repro")) == {"search"}  # same plan file: the models are not rebuilt
+    finally:
+        params.write_text(original)
+        dvc(repo, "repro")
+    assert git(repo, "status", "--porcelain", "dvc.lock") == ""
 
 
 def test_push_then_pull_restores_a_deleted_model(repo):
@@ -102,7 +118,7 @@ def test_version_record_names_the_dvc_hash_and_git_revision(repo):
 
 def test_exp_run_with_a_changed_parameter_changes_the_metrics(repo):
     exp = dvc(repo, "exp", "run", "-S", "conf/base/parameters_compression.yml:compression.prune.ratio=0.25")
-    assert ran(exp) == {"compression", "validation"}
+    assert ran(exp) == {"search", "compression", "validation"}
     diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)
     metrics = diff["data/08_reporting/compression_metrics.json"]
     macs = metrics["stages.int8.macs"]

@@ -3,8 +3,8 @@
 
 Shipped to ``<workdir>/agent/<sha256>.py`` and run with the device's own interpreter
 (Python >= 3.8), with the workdir as its current directory. ``facts`` and the version
-commands need only the standard library; ``bench`` needs numpy and onnxruntime. Every
-command prints one JSON object on stdout. It imports nothing of kedro-edge.
+commands need only the standard library; ``bench`` and ``measure`` need numpy and onnxruntime.
+Every command prints one JSON object on stdout. It imports nothing of kedro-edge.
 
     agent.py facts    WORKDIR                       reads only (also run as `python -c`)
     agent.py begin    WORKDIR SHA --lease ID [--need-bytes N] [--files NAME:SIZE,...]
@@ -19,6 +19,12 @@ command prints one JSON object on stdout. It imports nothing of kedro-edge.
     agent.py renew    WORKDIR --lease ID                        push the lease's expiry back
     agent.py release  WORKDIR --lease ID                        give the lease up
     agent.py bench    MODEL PARITY [--baseline MODEL] [--blocks N] [--providers P,..] ...
+    agent.py measure  WORKDIR --reference SHA --files NAME:SIZE,... [BENCH-OPTIONS]
+                      a search's batch: after a first line naming the files it needs (models
+                      not in <workdir>/search-cache), receive them on stdin (<sha256>.onnx[.xz|.zz]
+                      verified, and inputs.npy), then time each model but the reference
+                      interleaved against it: per model the median of block p50 ratios. No lease:
+                      the cache is apart from everything a rollout uses
 
 Leases. Every command that changes the device needs the lease ``<workdir>/.rollout``
 ({id, expires, by}): taken when free, expired or already ours, under an flock on
@@ -43,9 +49,11 @@ import lzma
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
+import statistics
 import sys
 import time
 import zlib
@@ -345,37 +353,41 @@ def _receive(workdir, sha, files, stream, limit=0):
     os.mkdir(staging)
     try:
         for name, size in files:
-            target, decoder = _decoder(name)
-            digest = hashlib.sha256()
-            written = 0
-            with open(os.path.join(staging, target), "wb") as out:
-                left = size
-                while left:
-                    chunk = stream.read(min(left, 1 << 20))
-                    if not chunk:
-                        raise Refused(
-                            "upload incomplete: " + name + " ended after "
-                            + str(size - left) + " of " + str(size) + " bytes"
-                        )  # fmt: skip
-                    left -= len(chunk)
-                    data = _decode(decoder, chunk, name)
-                    written += len(data)
-                    if limit and written > limit:
-                        raise Refused(
-                            name + " decompresses to more than the " + str(limit) + " bytes announced"
-                        )
-                    out.write(data)
-                    digest.update(data)
-                if decoder is not None and not decoder.eof:
-                    raise Refused(name + " is truncated: its compressed stream did not end")
-                out.flush()
-                os.fsync(out.fileno())
-            if target == MODEL and digest.hexdigest() != sha:
-                raise Refused("sha256 mismatch on device: expected " + sha + ", got " + digest.hexdigest())
+            target = _decoder(name)[0]
+            digest = _take(stream, name, size, os.path.join(staging, target), limit)
+            if target == MODEL and digest != sha:
+                raise Refused("sha256 mismatch on device: expected " + sha + ", got " + digest)
         return staging
     except BaseException:  # a full disk must not stay full of our leftovers
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _take(stream, name, size, path, limit=0):
+    """Write the next ``size`` bytes of ``stream`` (file ``name`` as it came on the wire) to
+    ``path``, decompressed as they arrive, at most ``limit`` bytes (0: no limit), and fsync it;
+    the sha256 of what was written. On an error ``path`` may be left for the caller to remove."""
+    decoder = _decoder(name)[1]
+    digest = hashlib.sha256()
+    written = 0
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            chunk = stream.read(min(left, 1 << 20))
+            if not chunk:
+                raise Refused(f"upload incomplete: {name} ended after {size - left} of {size} bytes")
+            left -= len(chunk)
+            data = _decode(decoder, chunk, name)
+            written += len(data)
+            if limit and written > limit:
+                raise Refused(name + " decompresses to more than the " + str(limit) + " bytes announced")
+            out.write(data)
+            digest.update(data)
+        if decoder is not None and not decoder.eof:
+            raise Refused(name + " is truncated: its compressed stream did not end")
+        out.flush()
+        os.fsync(out.fileno())
+    return digest.hexdigest()
 
 
 def _decoder(name):
@@ -587,11 +599,15 @@ def _summary(times, max_samples):
     }
 
 
-def bench(model, parity, providers, threads, warmup, min_runs, min_seconds, max_samples, baseline, blocks):
+def bench(
+    model, parity, providers, threads, warmup, min_runs, min_seconds, max_samples, baseline, blocks,
+    outputs=True,
+):  # fmt: skip
     """Latency of ``model``; with ``baseline``, both measured interleaved in A B / B A blocks.
 
     Interleaving puts drift and heat on both models alike; the per-block medians are what
-    the host's regression test compares.
+    the host's regression test compares. ``outputs``: also run the whole batch once for the
+    parity outputs (a latency-only caller skips it).
     """
     import numpy as np
 
@@ -614,16 +630,10 @@ def bench(model, parity, providers, threads, warmup, min_runs, min_seconds, max_
     for i in range(warmup):
         session.run(None, feeds[i % len(feeds)])
     peak_rss_mb = _peak_rss_mb()  # the candidate alone is loaded so far
-    outputs = session.run(None, {name: batch})[0]
     device = _machine(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(model)))))
-    result = {
-        "ok": True,
-        "load_ms": load_ms,
-        "peak_rss_mb": peak_rss_mb,
-        "providers": used,
-        "facts": device,
-        "parity_outputs": outputs.tolist(),
-    }
+    result = {"ok": True, "load_ms": load_ms, "peak_rss_mb": peak_rss_mb, "providers": used, "facts": device}
+    if outputs:
+        result["parity_outputs"] = session.run(None, {name: batch})[0].tolist()
     if baseline is None:
         result.update(_summary(_single_stream(session, feeds, min_runs, min_seconds), max_samples))
         return result
@@ -649,6 +659,172 @@ def bench(model, parity, providers, threads, warmup, min_runs, min_seconds, max_
     result["block_p50_ms"] = a_blocks
     result["baseline"] = dict(_summary(b, max_samples), load_ms=base_load_ms, block_p50_ms=b_blocks)
     return result
+
+
+# -- measure: a search's candidates against a reference, in a cache no rollout uses -----------
+CACHE = "search-cache"
+# Models the cache keeps, the most recently used (received or asked for) first: a search measures
+# batches of new candidates against one reference, and 32 covers the reference, a batch or two
+# and the candidates it asks for again, at a few MB each for the models kedro-edge makes.
+CACHE_KEEP = 32
+TEMPORARY = ".tmp-"  # + pid + "-" + name: a model being received, or a batch's inputs
+CACHED = re.compile(r"^([0-9a-f]{64})\.onnx$")  # a model in the cache, named by its sha256
+INPUTS = "inputs.npy"
+
+
+def measure(workdir, reference, files, stream, say, options):
+    """Latency of every model of ``files`` but ``reference``, each interleaved against it in
+    A B / B A blocks (``bench`` with ``baseline``, ``options`` its settings).
+
+    ``files`` (``[(name, size), ...]``) are ``<sha256>.onnx`` models (``.xz``/``.zz``: compressed)
+    and one ``inputs.npy``, the float32 batch the queries come from. The first answer (``say``)
+    names the files ``need``ed: all but the models already in ``<workdir>/search-cache``; the
+    controller sends those, in order, on ``stream``. A model enters the cache only if its
+    decompressed bytes have the sha256 it is named by. ``results``: per candidate sha256, the
+    median over blocks of its block p50 / the reference's (drift slows both sides alike).
+    """
+    shas, inputs = _batch(reference, files)
+    if options["blocks"] < 1:
+        raise Refused("--blocks must be at least 1")
+    cache = os.path.join(workdir, CACHE)
+    os.makedirs(cache, exist_ok=True)
+    batch = os.path.join(cache, TEMPORARY + str(os.getpid()) + "-" + INPUTS)
+    with _cache_lock(cache) as fd:
+        _clean_cache(cache)
+        need = [name for name, _ in files if name == inputs or not _touch(_cached(cache, shas[name]))]
+        say({"ok": True, "need": need})
+        try:
+            received = _fill(cache, [f for f in files if f[0] in need], shas, inputs, stream, batch)
+            base = _cached(cache, reference)
+            results = {
+                sha: _ratios(bench(_cached(cache, sha), batch, baseline=base, outputs=False, **options))
+                for sha in shas.values()
+                if sha != reference
+            }
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(batch)
+        _evict(cache, fd, CACHE_KEEP)
+    return {"ok": True, "results": results, "facts": _machine(workdir), "received_bytes": received}
+
+
+def _batch(reference, files):
+    """``{wire name: sha256}`` of the models and the inputs' wire name, or why the batch is wrong."""
+    shas, inputs = {}, []
+    for name, _ in files:
+        target = _decoder(name)[0]
+        match = CACHED.match(target)
+        if match:
+            if name in shas or match.group(1) in shas.values():
+                raise Refused("model " + match.group(1) + " is listed twice in --files")
+            shas[name] = match.group(1)
+        elif target == INPUTS:
+            inputs.append(name)
+        else:
+            raise Refused("measure takes <sha256>.onnx models and one inputs.npy, not " + repr(name))
+    if len(inputs) != 1:
+        raise Refused("measure needs one inputs.npy in --files, got " + str(len(inputs)))
+    if reference not in shas.values():
+        raise Refused("the reference " + reference + " is not among the models in --files")
+    return shas, inputs[0]
+
+
+def _cached(cache, sha):
+    return os.path.join(cache, sha + ".onnx")
+
+
+def _touch(path):
+    """Mark a cached model as used now (the cache evicts the least recently used); False if absent."""
+    try:
+        os.utime(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _fill(cache, files, shas, inputs, stream, batch):
+    """Receive ``files`` from ``stream``: the models verified into the cache, the inputs to
+    ``batch``; the bytes read."""
+    received = 0
+    for name, size in files:
+        if name == inputs:
+            _take(stream, name, size, batch)
+        else:
+            _cache_model(cache, name, size, shas[name], stream)
+        received += size
+    return received
+
+
+def _cache_model(cache, name, size, sha, stream):
+    """One model into a temporary file of the cache, checked against ``sha``, renamed into place:
+    the cache never holds a model under a name its bytes don't have."""
+    tmp = os.path.join(cache, TEMPORARY + str(os.getpid()) + "-" + sha + ".onnx")
+    try:
+        digest = _take(stream, name, size, tmp)
+        if digest != sha:
+            raise Refused("sha256 mismatch on device: " + name + " decompresses to sha256 " + digest)
+        os.replace(tmp, _cached(cache, sha))
+        _fsync_dir(cache)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _ratios(result):
+    """What a search keeps of ``bench``'s answer: the candidate's latency relative to the reference."""
+    a, b = result["block_p50_ms"], result["baseline"]["block_p50_ms"]
+    ratios = [a[k] / b[k] for k in range(len(a))]
+    return {
+        "ratio": statistics.median(ratios),
+        "p50_ms": result["p50_ms"],
+        "reference_p50_ms": result["baseline"]["p50_ms"],
+        "block_ratios": ratios,
+    }
+
+
+@contextlib.contextmanager
+def _cache_lock(cache):
+    """A shared flock on <cache>/.lock for a whole command: no model is evicted while a command
+    that may measure it runs (eviction needs the lock exclusively)."""
+    fd = os.open(os.path.join(cache, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _evict(cache, fd, keep):
+    """Remove all but the ``keep`` most recently used models; skipped while another command holds
+    the cache (the next one to finish alone does it)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return
+    models = [e for e in os.scandir(cache) if CACHED.match(e.name)]
+    models.sort(key=lambda e: e.stat().st_mtime, reverse=True)
+    for entry in models[keep:]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.path)
+
+
+def _clean_cache(cache):
+    """Remove what commands that died (their ``--deadline``, a lost connection) left half-received."""
+    for name in os.listdir(cache):
+        pid = name[len(TEMPORARY) :].split("-", 1)[0]
+        if name.startswith(TEMPORARY) and pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(cache, name))
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _peak_rss_mb():
@@ -729,14 +905,18 @@ def _parser():
     begin = sub.choices["begin"]
     begin.add_argument("--measure", action="store_true", help="then benchmark it (bench's options)")
     begin.add_argument("--against-current", action="store_true", help="interleaved with the active release")
-    for q in (p, begin):
+    m = sub.add_parser("measure")
+    m.add_argument("workdir")
+    m.add_argument("--reference", required=True, help="the sha256 of the model the others are timed against")
+    m.add_argument("--files", type=_files, required=True, help="NAME:SIZE,... the batch, on stdin")
+    for q in (p, begin, m):
         q.add_argument("--blocks", type=int, default=10)
         q.add_argument("--providers", default="CPUExecutionProvider")
         q.add_argument("--threads", type=int, default=1)
         q.add_argument("--warmup", type=int, default=50)
         q.add_argument("--min-runs", type=int, default=200)
         q.add_argument("--min-seconds", type=float, default=2.0)
-        q.add_argument("--max-samples", type=int, default=5000)
+        q.add_argument("--max-samples", type=int, default=1 if q is m else 5000)  # measure keeps none
     return parser
 
 
@@ -744,10 +924,15 @@ def _measure_options(a):
     """``begin --measure``'s benchmark settings, as ``bench`` takes them."""
     if not a.measure:
         return None
+    return dict(_bench_settings(a), baseline=a.against_current)
+
+
+def _bench_settings(a):
+    """The benchmark options of ``begin`` and ``measure``, as ``bench`` takes them."""
     return {
         "providers": a.providers.split(","), "threads": a.threads, "warmup": a.warmup,
         "min_runs": a.min_runs, "min_seconds": a.min_seconds, "max_samples": a.max_samples,
-        "blocks": a.blocks, "baseline": a.against_current,
+        "blocks": a.blocks,
     }  # fmt: skip
 
 
@@ -767,6 +952,8 @@ def _run(a):
         return renew(a.workdir, *lease)
     if a.command == "release":
         return release(a.workdir, *lease)
+    if a.command == "measure":
+        return measure(a.workdir, a.reference, a.files, sys.stdin.buffer, _say, _bench_settings(a))
     return bench(
         a.model, a.parity, a.providers.split(","), a.threads, a.warmup, a.min_runs, a.min_seconds,
         a.max_samples, a.baseline, a.blocks,

@@ -21,6 +21,7 @@ from torch.nn.utils import prune as torch_prune
 
 from kedro_edge.config import PruneParams, TrainParams
 from kedro_edge.data import Splits, batches
+from kedro_edge.errors import ConfigError
 from kedro_edge.training import accuracy, fit
 
 # Importance criteria by parameter name (compression.prune.importance).
@@ -52,17 +53,37 @@ def output_layers(model: nn.Module) -> list[nn.Module]:
     return prunable[-1:]
 
 
+def layer_ratios(model: nn.Module, ratios: dict[str, float]) -> dict[nn.Module, float]:
+    """``compression.prune.layer_ratios`` keyed by module; a name that is no Conv/Linear is an error."""
+    modules = dict(model.named_modules())
+    for name in ratios:
+        if not isinstance(modules.get(name), (nn.Conv2d, nn.Linear)):
+            raise ConfigError(
+                f"parameter 'compression.prune.layer_ratios': {name!r} is not a Conv2d or Linear of the model"
+            )
+    return {modules[name]: ratio for name, ratio in ratios.items()}
+
+
 def _pruner(model: nn.Module, example: torch.Tensor, cfg: PruneParams, ratio: float) -> tp.pruner.BasePruner:
     return tp.pruner.BasePruner(
         model,
         example,
         importance=IMPORTANCES[cfg.importance](),
         pruning_ratio=ratio,
+        pruning_ratio_dict=layer_ratios(model, cfg.layer_ratios) or None,
         iterative_steps=cfg.steps,
         ignored_layers=output_layers(model),
         global_pruning=cfg.global_pruning,
         round_to=cfg.round_to,
     )
+
+
+def one_shot(model: nn.Module, example: torch.Tensor, cfg: PruneParams) -> nn.Module:
+    """Remove ``cfg``'s channels in one step, in place, untrained (the graph a search trial is timed on)."""
+    ratio = cfg.ratio if cfg.ratio is not None else ratio_for_target_macs(model, example, cfg)
+    _pruner(model, example, cfg.model_copy(update={"steps": 1}), ratio).step()
+    model.zero_grad(set_to_none=True)
+    return model
 
 
 def ratio_for_target_macs(model: nn.Module, example: torch.Tensor, cfg: PruneParams) -> float:

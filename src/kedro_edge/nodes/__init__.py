@@ -18,6 +18,7 @@ from kedro_edge.nodes.deployment import (
     release_markdown,
     release_to_fleet,
 )
+from kedro_edge.nodes.search import plan_compression, run_search, search_compression
 from kedro_edge.nodes.training import split_dataset, train_teacher
 from kedro_edge.nodes.validation import enforce_gates, evaluate_models, plot_compression, stage_table
 
@@ -26,6 +27,8 @@ __all__ = [
     "plot_device_latency",
     "release_markdown",
     "release_to_fleet",
+    "run_search",
+    "search_compression",
     "cluster_student",
     "distill_student",
     "enforce_gates",
@@ -33,6 +36,7 @@ __all__ = [
     "export_model",
     "export_teacher",
     "factorise_teacher",
+    "plan_compression",
     "plot_compression",
     "prune_teacher",
     "quantize_student",

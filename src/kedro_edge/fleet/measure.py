@@ -1,0 +1,156 @@
+"""Measure a search's candidate models on a target: a device over SSH, or this machine.
+
+Each candidate's figure is a ratio: its latency over a fixed reference model's, timed by the
+agent's ``measure`` in A B / B A blocks with fresh sessions per pair, so drift and heat hit both
+sides. A device keeps what it was sent in ``<workdir>/search-cache`` by sha256: a model measured
+again (the reference, every batch) moves 0 bytes, only the inputs go each time. One batch is one
+connection and one agent command; it takes no lease, as it changes nothing a rollout uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kedro_edge import codec as codecs
+from kedro_edge.bench import agent
+from kedro_edge.errors import ConfigError
+from kedro_edge.fleet import ssh
+from kedro_edge.fleet.device import CHUNK, call
+from kedro_edge.fleet.inventory import Device
+from kedro_edge.fleet.ssh import DeviceError
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """How each candidate is timed against the reference: ``blocks`` A B / B A pairs, each model
+    at least ``min_runs / blocks`` queries and ``min_seconds / blocks`` per block, after
+    ``warmup`` queries (the agent's ``bench``)."""
+
+    blocks: int = 6
+    threads: int = 1
+    warmup: int = 20
+    min_runs: int = 120
+    min_seconds: float = 0.6
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+    def args(self) -> list[str]:
+        """As the agent's command line takes them."""
+        return [
+            "--blocks", str(self.blocks), "--threads", str(self.threads), "--warmup", str(self.warmup),
+            "--min-runs", str(self.min_runs), "--min-seconds", f"{self.min_seconds:g}",
+            "--providers", ",".join(self.providers),
+        ]  # fmt: skip
+
+    def settings(self) -> dict[str, Any]:
+        """As the agent's ``measure`` takes them in-process."""
+        return {
+            "providers": list(self.providers), "threads": self.threads, "warmup": self.warmup,
+            "min_runs": self.min_runs, "min_seconds": self.min_seconds, "max_samples": 1,
+            "blocks": self.blocks,
+        }  # fmt: skip
+
+
+def measure_on_device(
+    device: Device,
+    root: Path,
+    reference: Path,
+    candidates: Sequence[Path],
+    inputs: np.ndarray,
+    options: MeasureOptions,
+    codec: str = "lzma",
+    trust_new_key: bool = False,
+) -> dict[str, Any]:
+    """Time ``candidates`` (ONNX files) against ``reference`` on ``device``, in one connection.
+
+    Host key checked as a rollout does (``ssh.connect``); the agent shipped on first contact;
+    one ``measure`` command receives, compressed with ``codec``, only the files the device's
+    cache lacks. ``results``: per candidate sha256 (the reference's is no key), ``ratio``,
+    ``p50_ms``, ``reference_p50_ms``, ``block_ratios``; ``sent_bytes``: the batch's bytes on the
+    wire (the agent's first-contact upload not counted). Any failure: a one-line ``DeviceError``
+    naming the device. The device's ``command_timeout`` bounds the whole batch.
+    """
+    ref, models = _models(reference, candidates)
+    wire = _wire(models, inputs, codec)
+    files = ",".join(f"{name}:{len(data)}" for name, data in wire.items())
+
+    def feed(first_line: str) -> Iterator[bytes] | None:
+        try:
+            state = json.loads(first_line)
+        except json.JSONDecodeError:
+            return None  # the agent is missing, or failed: its answer says so
+        if not isinstance(state, dict) or not state.get("ok"):
+            return None
+        return _chunks(wire, set(state.get("need", ())))
+
+    endpoint = ssh.connect(device, root, trust_new_key)
+    try:
+        answer = call(endpoint, "measure", "--reference", ref, "--files", files, *options.args(), feed=feed)
+    except DeviceError as exc:
+        raise DeviceError(" ".join(str(exc).split("\n")), exc.kind) from None
+    finally:
+        endpoint.close()
+    return _answer(device.name, answer, answer["received_bytes"])
+
+
+def measure_on_host(
+    reference: Path, candidates: Sequence[Path], inputs: np.ndarray, options: MeasureOptions
+) -> dict[str, Any]:
+    """``measure_on_device``'s answer for this machine: the agent's own ``measure``, run in this
+    process in a temporary workdir (``where``: ``host``; ``sent_bytes``: 0). A failure is a
+    ``DeviceError`` naming ``host``, as on a device."""
+    ref, models = _models(reference, candidates)
+    wire = _wire(models, inputs, "none")
+    files = [(name, len(data)) for name, data in wire.items()]
+    stream = io.BytesIO(b"".join(wire.values()))
+    with tempfile.TemporaryDirectory(prefix="kedro-edge-measure-") as workdir:
+        try:
+            answer = agent.measure(workdir, ref, files, stream, lambda first: None, options.settings())
+        except Exception as exc:  # the agent's errors, as a device would report them
+            message = str(exc) if isinstance(exc, agent.Refused) else f"{type(exc).__name__}: {exc}"
+            raise DeviceError("host: measure: " + " ".join(message.split("\n"))) from exc
+    return _answer("host", answer, 0)
+
+
+def _answer(where: str, answer: dict[str, Any], sent_bytes: int) -> dict[str, Any]:
+    return {"where": where, "facts": answer["facts"], "results": answer["results"], "sent_bytes": sent_bytes}
+
+
+def _models(reference: Path, candidates: Sequence[Path]) -> tuple[str, dict[str, bytes]]:
+    """The reference's sha256, and every model by sha256 (the reference first, each model once)."""
+    data = Path(reference).read_bytes()
+    ref = hashlib.sha256(data).hexdigest()
+    models = {ref: data}
+    for path in candidates:
+        data = Path(path).read_bytes()
+        models.setdefault(hashlib.sha256(data).hexdigest(), data)
+    return ref, models
+
+
+def _wire(models: dict[str, bytes], inputs: np.ndarray, codec: str) -> dict[str, bytes]:
+    """The batch as it goes on the wire: ``<sha256>.onnx<suffix>`` per model, then ``inputs.npy<suffix>``."""
+    if codec not in codecs.CODECS:
+        raise ConfigError(f"codec: unknown '{codec}' (one of {', '.join(codecs.CODECS)})")
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(inputs, dtype=np.float32), allow_pickle=False)
+    wire = {}
+    for name, data in [*((f"{sha}.onnx", b) for sha, b in models.items()), (agent.INPUTS, buffer.getvalue())]:
+        suffix, packed = codecs.encode(data, codec)
+        wire[name + suffix] = packed
+    return wire
+
+
+def _chunks(wire: dict[str, bytes], need: set[str]) -> Iterator[bytes]:
+    """The files the device asked for, in the order announced, in chunks."""
+    for name, data in wire.items():
+        if name in need:
+            for start in range(0, len(data), CHUNK):
+                yield data[start : start + CHUNK]

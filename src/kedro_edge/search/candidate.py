@@ -1,0 +1,121 @@
+"""One trial's model: built from the teacher by its settings, then fine-tuned, clustered, made INT8.
+
+Building is cheap (an SVD, a one-shot prune, an INT8 export) and fixes the graph, which is all
+that batch-1 latency depends on: a candidate is timed on the target right after it is built,
+before any training, so a trial that cannot beat the fastest candidate already within budget
+ends without a fine-tune. Training is the expensive part: a short fine-tune, with hopeless
+trials stopped after its first epoch. Accuracy is always the INT8 graph's, through ONNX Runtime,
+on the validation split.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import nn
+
+from kedro_edge import data, export
+from kedro_edge.codec import shipped_size
+from kedro_edge.compress import cluster, lowrank, prune
+from kedro_edge.compress.mixed_precision import layer_names
+from kedro_edge.config import ClusterParams, CompressionParams, TrainParams
+from kedro_edge.evaluate import ort_predict, session
+from kedro_edge.search.space import Settings, stages, to_recipe
+from kedro_edge.training import accuracy, fit
+
+
+@dataclass
+class Candidate:
+    settings: Settings
+    module: nn.Module  # float, pruned; trained in place by ``finetune``
+    recipe: CompressionParams  # what the pipeline runs to rebuild this candidate in full
+    onnx: bytes  # the INT8 graph of the current weights
+    macs: int
+    params: int
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def exclude(self) -> list[str]:
+        return list(self.recipe.quantize.exclude) if isinstance(self.recipe.quantize.exclude, list) else []
+
+
+def _int8(
+    model: nn.Module, splits: data.Splits, cfg: CompressionParams, settings: Settings
+) -> tuple[bytes, list]:
+    """The INT8 QDQ graph of ``model``, its first and/or last weighted layer float as ``settings`` say."""
+    fp32 = export.to_onnx(model, splits.input_shape, cfg.export.opset)
+    layers = layer_names(fp32)
+    exclude = ([layers[0]] if settings.exclude_first else []) + (
+        [layers[-1]] if settings.exclude_last else []
+    )
+    calib = data.calibration_samples(splits, cfg.quantize.calibration_samples)
+    chosen = cfg.quantize.model_copy(update={"exclude": exclude})
+    return export.quantize_int8(fp32, calib, chosen).SerializeToString(), exclude
+
+
+def build(teacher: nn.Module, splits: data.Splits, settings: Settings, cfg: CompressionParams) -> Candidate:
+    """Low-rank (if set) and one-shot structured pruning of ``teacher``; no training yet."""
+    example = splits.example()
+    model = copy.deepcopy(teacher).eval()
+    if settings.lowrank_energy is not None:
+        lr_cfg = cfg.lowrank.model_copy(
+            update={"enabled": True, "energy": settings.lowrank_energy, "target_macs": None}
+        )
+        model, _ = lowrank.factorise(model, example, lr_cfg)
+    found = stages(model, example)
+    recipe = to_recipe(settings, cfg, found, exclude=[])
+    prune.one_shot(model, example, recipe.prune)
+    graph, exclude = _int8(model, splits, cfg, settings)
+    recipe = to_recipe(settings, cfg, found, exclude)
+    fp = prune.footprint(model, example)
+    return Candidate(settings, model.eval(), recipe, graph, fp.macs, fp.params)
+
+
+def int8_accuracy(graph: bytes, splits: data.Splits, split: str = "val") -> np.ndarray:
+    """Per-image correctness of an ONNX graph on ``split``."""
+    return ort_predict(session(graph), splits.x(split)).argmax(1) == splits.y(split)
+
+
+def finetune(
+    candidate: Candidate,
+    splits: data.Splits,
+    cfg: CompressionParams,
+    train: TrainParams,
+    epochs: int,
+    give_up_below: float,
+    seed: int,
+) -> bool:
+    """Train ``candidate.module`` for ``epochs`` (one at a time); False when, after the first,
+    its float validation accuracy is below ``give_up_below`` (the trial is hopeless)."""
+    model = candidate.module
+    for epoch in range(epochs):
+        fit(
+            model,
+            splits,
+            epochs=1,
+            batch_size=train.batch_size,
+            lr=cfg.prune.lr,
+            weight_decay=train.weight_decay,
+            seed=seed + epoch,
+            description=f"trial fine-tune {epoch + 1}/{epochs}",
+        )
+        if epoch == 0:
+            candidate.notes["val_accuracy_after_1_epoch"] = accuracy(model, splits.x("val"), splits.y("val"))
+            if candidate.notes["val_accuracy_after_1_epoch"] < give_up_below:
+                return False
+    return True
+
+
+def finish(candidate: Candidate, splits: data.Splits, cfg: CompressionParams, train: TrainParams) -> None:
+    """Cluster (if the settings say so, no centroid training) and re-export the INT8 graph."""
+    k = candidate.settings.cluster_k
+    if k:
+        shared = ClusterParams(enabled=True, k=k, min_weights=cfg.cluster.min_weights, finetune_epochs=0)
+        candidate.module, _ = cluster.cluster(candidate.module, splits, shared, train)
+    candidate.onnx, _ = _int8(candidate.module.eval(), splits, cfg, candidate.settings)
+
+
+def sizes(graph: bytes) -> dict[str, int]:
+    return {"onnx_bytes": len(graph), "shipped_bytes": shipped_size(graph)}
