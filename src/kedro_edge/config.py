@@ -167,7 +167,7 @@ class SearchParams(_Strict):
 
     enabled: bool = False
     budget: SearchBudget = SearchBudget()
-    target: str = "host"  # host, or a group of devices.yml (its first reachable device measures)
+    target: str = "host"  # host, or a group of devices.yml (its first device times the candidates)
     trials: int | None = Field(24, ge=1)  # trials the study should hold (a rerun extends to this)
     time_budget_s: float | None = Field(1800, gt=0)  # this run stops asking for trials after this
     seed: int = 0

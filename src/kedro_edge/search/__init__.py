@@ -43,7 +43,7 @@ def search(
         cfg=cfg,
         train=train,
         target=where,
-        teacher_val_accuracy=float(np.mean(candidate.int8_accuracy(reference, splits))),
+        teacher_val_accuracy=float(np.mean(candidate.correct(reference, splits))),
         storage=storage,
         stage_names=names,
     )

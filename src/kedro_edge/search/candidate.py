@@ -73,8 +73,8 @@ def build(teacher: nn.Module, splits: data.Splits, settings: Settings, cfg: Comp
     return Candidate(settings, model.eval(), recipe, graph, fp.macs, fp.params)
 
 
-def int8_accuracy(graph: bytes, splits: data.Splits, split: str = "val") -> np.ndarray:
-    """Per-image correctness of an ONNX graph on ``split``."""
+def correct(graph: bytes, splits: data.Splits, split: str = "val") -> np.ndarray:
+    """Per-image correctness of an ONNX graph (INT8 candidate or FP32 reference) on ``split``."""
     return ort_predict(session(graph), splits.x(split)).argmax(1) == splits.y(split)
 
 

@@ -47,8 +47,8 @@ def choose(ctx: Context, trials: list[FrozenTrial], confidence: float = 0.95) ->
     chosen = ok[0]
     graph = load_graph(ctx.storage, chosen)
     confirmed = ctx.target.measure([graph])[0]
-    teacher_test = cand.int8_accuracy(ctx.target.reference, ctx.splits, "test")
-    chosen_test = cand.int8_accuracy(graph, ctx.splits, "test")
+    teacher_test = cand.correct(ctx.target.reference, ctx.splits, "test")
+    chosen_test = cand.correct(graph, ctx.splits, "test")
     test = accuracy.paired(teacher_test, chosen_test, confidence)
     return {
         "trial": chosen.number,

@@ -248,7 +248,7 @@ def _train(
         )
         return None
     cand.finish(c, ctx.splits, ctx.cfg, ctx.train)
-    accuracy = float(cand.int8_accuracy(c.onnx, ctx.splits).mean())
+    accuracy = float(cand.correct(c.onnx, ctx.splits).mean())
     drop = 100 * (ctx.teacher_val_accuracy - accuracy)
     trial.set_user_attr("val_accuracy", accuracy)
     trial.set_user_attr("val_drop_points", drop)
