@@ -1201,6 +1201,21 @@ def diff_ci(comparison: dict[str, Any] | None) -> str:
     )
 
 
+def add_columns(table: Table, columns: tuple[str, ...], labels: int = 1) -> None:
+    """The first ``labels`` columns left-aligned (names), the rest right-aligned (figures)."""
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i < labels else "right", no_wrap=i < labels)
+
+
+def failed_row(table: Table, name: str, row: dict[str, Any], width: int, failures: list[str]) -> bool:
+    """A row whose model failed: shown as such, its error kept for under the table."""
+    if "error" not in row:
+        return False
+    table.add_row(name, "[red]failed[/]", *[""] * (width - 2))
+    failures.append(f"[red]{name} failed:[/] {row['error']}")
+    return True
+
+
 def results_table(models: dict[str, dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
     columns = (
@@ -1220,13 +1235,10 @@ def results_table(models: dict[str, dict[str, Any]], title: str) -> Table:
         "p90 ms",
         "p50 ÷ fp32",
     )
-    for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    add_columns(table, columns)
     failures: list[str] = []
     for name, f in models.items():
-        if "error" in f:
-            table.add_row(name, "[red]failed[/]", *[""] * (len(columns) - 2))
-            failures.append(f"[red]{name} failed:[/] {f['error']}")
+        if failed_row(table, name, f, len(columns), failures):
             continue
         vs = f.get("vs_fp32", {})
         table.add_row(
@@ -1271,8 +1283,7 @@ def marginal_table(effects: list[dict[str, Any]], title: str) -> Table:
         "rounds slower",
         "p50 vs base",
     )
-    for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i < 3 else "right", no_wrap=i < 3)
+    add_columns(table, columns, labels=3)
     for vs in effects:
         name = vs["model"]
         if "error" in vs:

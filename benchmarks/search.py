@@ -594,13 +594,10 @@ def results_table(target: str, where: str, rows: dict[str, dict[str, Any]], budg
         "ONNX KiB",
         "shipped KiB",
     )
-    for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
-    failures = []
+    cb.add_columns(table, columns)
+    failures: list[str] = []
     for name, r in rows.items():
-        if "error" in r:
-            table.add_row(name, "[red]failed[/]", *[""] * (len(columns) - 2))
-            failures.append(f"[red]{name} failed:[/] {r['error']}")
+        if cb.failed_row(table, name, r, len(columns), failures):
             continue
         a = r["test_accuracy"]
         ci = r["drop_ci_points"]

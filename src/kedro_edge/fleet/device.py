@@ -142,17 +142,24 @@ def ship(
         )
 
     def feed(first_line: str) -> Iterator[bytes] | None:
-        try:
-            state = json.loads(first_line)
-        except json.JSONDecodeError:
-            return None  # the agent is missing, or failed: its answer says so
-        if not isinstance(state, dict) or not state.get("ok"):
+        state = first_answer(first_line)
+        if state is None:
             return None
         if on_leased is not None:
             on_leased()
         return _chunks(candidate, on_upload) if state.get("model") == "no" else None
 
     return call(endpoint, "begin", *args, feed=feed)
+
+
+def first_answer(line: str) -> dict[str, Any] | None:
+    """An agent's first line (``begin --files``, ``measure``) when it says go on; None when the agent
+    is missing or failed (its final answer then says why), so nothing is sent."""
+    try:
+        state = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return state if isinstance(state, dict) and state.get("ok") else None
 
 
 def _chunks(candidate: Candidate, on_upload: Callable[[int, int], None] | None) -> Iterator[bytes]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -24,9 +23,11 @@ from kedro_edge import codec as codecs
 from kedro_edge.bench import agent
 from kedro_edge.errors import ConfigError
 from kedro_edge.fleet import ssh
-from kedro_edge.fleet.device import CHUNK, call
+from kedro_edge.fleet.device import CHUNK, call, first_answer
 from kedro_edge.fleet.inventory import Device
 from kedro_edge.fleet.ssh import DeviceError
+
+Model = Path | bytes  # an ONNX file, or its bytes
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,14 @@ class MeasureOptions:
 def measure_on_device(
     device: Device,
     root: Path,
-    reference: Path,
-    candidates: Sequence[Path],
+    reference: Model,
+    candidates: Sequence[Model],
     inputs: np.ndarray,
     options: MeasureOptions,
     codec: str = "lzma",
     trust_new_key: bool = False,
 ) -> dict[str, Any]:
-    """Time ``candidates`` (ONNX files) against ``reference`` on ``device``, in one connection.
+    """Time ``candidates`` (ONNX files or bytes) against ``reference`` on ``device``, in one connection.
 
     Host key checked as a rollout does (``ssh.connect``); the agent shipped on first contact;
     one ``measure`` command receives, compressed with ``codec``, only the files the device's
@@ -83,13 +84,8 @@ def measure_on_device(
     files = ",".join(f"{name}:{len(data)}" for name, data in wire.items())
 
     def feed(first_line: str) -> Iterator[bytes] | None:
-        try:
-            state = json.loads(first_line)
-        except json.JSONDecodeError:
-            return None  # the agent is missing, or failed: its answer says so
-        if not isinstance(state, dict) or not state.get("ok"):
-            return None
-        return _chunks(wire, set(state.get("need", ())))
+        state = first_answer(first_line)
+        return None if state is None else _chunks(wire, set(state.get("need", ())))
 
     endpoint = ssh.connect(device, root, trust_new_key)
     try:
@@ -102,7 +98,7 @@ def measure_on_device(
 
 
 def measure_on_host(
-    reference: Path, candidates: Sequence[Path], inputs: np.ndarray, options: MeasureOptions
+    reference: Model, candidates: Sequence[Model], inputs: np.ndarray, options: MeasureOptions
 ) -> dict[str, Any]:
     """``measure_on_device``'s answer for this machine: the agent's own ``measure``, run in this
     process in a temporary workdir (``where``: ``host``; ``sent_bytes``: 0). A failure is a
@@ -124,15 +120,19 @@ def _answer(where: str, answer: dict[str, Any], sent_bytes: int) -> dict[str, An
     return {"where": where, "facts": answer["facts"], "results": answer["results"], "sent_bytes": sent_bytes}
 
 
-def _models(reference: Path, candidates: Sequence[Path]) -> tuple[str, dict[str, bytes]]:
+def _models(reference: Model, candidates: Sequence[Model]) -> tuple[str, dict[str, bytes]]:
     """The reference's sha256, and every model by sha256 (the reference first, each model once)."""
-    data = Path(reference).read_bytes()
+    data = _bytes(reference)
     ref = hashlib.sha256(data).hexdigest()
     models = {ref: data}
-    for path in candidates:
-        data = Path(path).read_bytes()
+    for model in candidates:
+        data = _bytes(model)
         models.setdefault(hashlib.sha256(data).hexdigest(), data)
     return ref, models
+
+
+def _bytes(model: Model) -> bytes:
+    return model if isinstance(model, bytes) else Path(model).read_bytes()
 
 
 def _wire(models: dict[str, bytes], inputs: np.ndarray, codec: str) -> dict[str, bytes]:

@@ -36,10 +36,6 @@ class Candidate:
     params: int
     notes: dict = field(default_factory=dict)
 
-    @property
-    def exclude(self) -> list[str]:
-        return list(self.recipe.quantize.exclude) if isinstance(self.recipe.quantize.exclude, list) else []
-
 
 def _int8(
     model: nn.Module, splits: data.Splits, cfg: CompressionParams, settings: Settings
@@ -68,7 +64,7 @@ def build(teacher: nn.Module, splits: data.Splits, settings: Settings, cfg: Comp
     recipe = to_recipe(settings, cfg, found, exclude=[])
     prune.one_shot(model, example, recipe.prune)
     graph, exclude = _int8(model, splits, cfg, settings)
-    recipe = to_recipe(settings, cfg, found, exclude)
+    recipe = recipe.model_copy(update={"quantize": recipe.quantize.model_copy(update={"exclude": exclude})})
     fp = prune.footprint(model, example)
     return Candidate(settings, model.eval(), recipe, graph, fp.macs, fp.params)
 

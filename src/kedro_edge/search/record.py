@@ -8,16 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
+from optuna.trial import FrozenTrial, TrialState
 
-matplotlib.use("Agg")
-from matplotlib.figure import Figure  # noqa: E402
-from optuna.trial import FrozenTrial, TrialState  # noqa: E402
-
-from kedro_edge import accuracy  # noqa: E402
-from kedro_edge.search import candidate as cand  # noqa: E402
-from kedro_edge.search.study import Context, feasible, finished, load_graph  # noqa: E402
-from kedro_edge.search.target import sha256  # noqa: E402
+from kedro_edge import accuracy
+from kedro_edge.search import candidate as cand
+from kedro_edge.search.study import Context, feasible, finished, load_graph
+from kedro_edge.search.target import sha256
 
 
 def trial_entry(t: FrozenTrial, budget: float) -> dict[str, Any]:

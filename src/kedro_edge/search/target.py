@@ -9,7 +9,6 @@ sha256 of the candidate; the study keeps them too, so a resumed search measures 
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from kedro_edge.fleet.inventory import Fleet
 from kedro_edge.fleet.measure import MeasureOptions, measure_on_device, measure_on_host
 from kedro_edge.fleet.ssh import DeviceError
 
-Measurer = Callable[[Path, Sequence[Path]], dict[str, Any]]
+Measurer = Callable[[bytes, Sequence[bytes]], dict[str, Any]]
 
 
 def sha256(graph: bytes) -> str:
@@ -45,15 +44,7 @@ class Target:
         shas = [sha256(g) for g in graphs]
         todo = {s: g for s, g in zip(shas, graphs, strict=True) if s not in self.cache}
         if todo:
-            with tempfile.TemporaryDirectory(prefix="kedro-edge-search-") as tmp:
-                folder = Path(tmp)
-                reference = folder / f"{sha256(self.reference)}.onnx"
-                reference.write_bytes(self.reference)
-                paths = []
-                for sha, graph in todo.items():
-                    paths.append(folder / f"{sha}.onnx")
-                    paths[-1].write_bytes(graph)
-                answer = self.measurer(reference, paths)
+            answer = self.measurer(self.reference, list(todo.values()))
             for sha in todo:
                 figure = answer["results"][sha]
                 self.cache[sha] = {
@@ -82,7 +73,7 @@ def resolve(
     options = options_of(cfg)
     inputs = np.ascontiguousarray(inputs, dtype=np.float32)
     if name == "host":
-        return Target("host", reference, lambda ref, paths: measure_on_host(ref, paths, inputs, options))
+        return Target("host", reference, lambda ref, graphs: measure_on_host(ref, graphs, inputs, options))
     key = "parameter 'compression.search.target'"
     if fleet is None:
         raise ConfigError(f"{key}: {name!r} is a device group, but there is no devices.yml")
@@ -94,9 +85,9 @@ def resolve(
         raise ConfigError(f"{key}: group {name!r} of devices.yml has no devices")
     device, root = devices[0], Path(fleet.root)
 
-    def on_device(ref: Path, paths: Sequence[Path]) -> dict[str, Any]:
+    def on_device(ref: bytes, graphs: Sequence[bytes]) -> dict[str, Any]:
         try:
-            return measure_on_device(device, root, ref, paths, inputs, options)
+            return measure_on_device(device, root, ref, graphs, inputs, options)
         except DeviceError as exc:
             raise DeviceError(f"search target {name!r}: {exc}", exc.kind) from None
 
