@@ -138,9 +138,8 @@ class SearchSpace(_Strict):
         default_factory=lambda: [0.5, 0.75, 1.0]
     )  # uniform width multiplier, times the stage's keep
     lowrank_energy: tuple[float, float] | None = None  # e.g. [0.8, 0.99]; null: no low-rank trials
-    cluster_k: list[Annotated[int, Field(ge=0, le=256)]] | None = Field(
-        default_factory=lambda: [0, 16]
-    )  # 0: no clustering
+    # e.g. [0, 16] (0: none); null: the recipe's clustering, after the search (bytes, not latency)
+    cluster_k: list[Annotated[int, Field(ge=0, le=256)]] | None = None
     exclude_ends: bool = True  # try keeping the first and/or last weighted layer in float
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ from torch import nn
 
 from kedro_edge.config import DistillParams, TrainParams
 from kedro_edge.data import Splits
-from kedro_edge.training import FitResult, fit, predict
+from kedro_edge.training import FitResult, LossFn, fit, predict
 
 
 def distillation_loss(
@@ -35,6 +35,15 @@ def distillation_loss(
     return alpha * temperature**2 * soft + (1 - alpha) * hard
 
 
+def loss_of(cfg: DistillParams) -> LossFn:
+    """``fit``'s loss for ``cfg``: its targets are the teacher's logits for the batch."""
+
+    def loss_fn(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return distillation_loss(logits, targets, labels, cfg.temperature, cfg.alpha)
+
+    return loss_fn
+
+
 def distill(
     student: nn.Module, teacher: nn.Module, splits: Splits, cfg: DistillParams, train: TrainParams
 ) -> FitResult:
@@ -43,11 +52,6 @@ def distill(
     The teacher's logits are computed once for the training split (no augmentation, so they
     never change): each epoch then costs the student's passes only.
     """
-    teacher_logits = predict(teacher, splits.x("train"))
-
-    def loss_fn(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return distillation_loss(logits, targets, labels, cfg.temperature, cfg.alpha)
-
     return fit(
         student,
         splits,
@@ -57,7 +61,7 @@ def distill(
         weight_decay=train.weight_decay,
         patience=cfg.patience,
         seed=train.seed,
-        loss_fn=loss_fn,
+        loss_fn=loss_of(cfg),
         description="distill",
-        targets=teacher_logits,
+        targets=predict(teacher, splits.x("train")),
     )

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from kedro_edge import data, export
+from kedro_edge import data, export, training
 from kedro_edge.config import CompressionParams, TrainParams
 from kedro_edge.fleet.inventory import Fleet
 
@@ -44,6 +44,7 @@ def search(
         train=train,
         target=where,
         teacher_val_accuracy=float(np.mean(candidate.correct(reference, splits))),
+        teacher_logits=training.predict(teacher, splits.x("train")) if cfg.distill.enabled else None,
         storage=storage,
         stage_names=names,
     )

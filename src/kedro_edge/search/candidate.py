@@ -3,14 +3,15 @@
 Building is cheap (an SVD, a one-shot prune, an INT8 export) and fixes the graph, which is all
 that batch-1 latency depends on: a candidate is timed on the target right after it is built,
 before any training, so a trial that cannot beat the fastest candidate already within budget
-ends without a fine-tune. Training is the expensive part: a short fine-tune, with hopeless
-trials stopped after its first epoch. Accuracy is always the INT8 graph's, through ONNX Runtime,
-on the validation split.
+ends without a fine-tune. Training is the expensive part: a short distillation fine-tune (the
+recipe's loss, on a cosine schedule), with hopeless trials stopped after its first epoch.
+Accuracy is always the INT8 graph's, through ONNX Runtime, on the validation split.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,9 +19,9 @@ from torch import nn
 
 from kedro_edge import data, export
 from kedro_edge.codec import shipped_size
-from kedro_edge.compress import cluster, lowrank, prune
+from kedro_edge.compress import cluster, distill, lowrank, prune
 from kedro_edge.compress.mixed_precision import layer_names
-from kedro_edge.config import ClusterParams, CompressionParams, TrainParams
+from kedro_edge.config import CompressionParams, TrainParams
 from kedro_edge.evaluate import ort_predict, session
 from kedro_edge.search.space import Settings, stages, to_recipe
 from kedro_edge.training import accuracy, fit
@@ -81,21 +82,28 @@ def finetune(
     train: TrainParams,
     epochs: int,
     give_up_below: float,
-    seed: int,
+    teacher_logits: np.ndarray | None,
 ) -> bool:
-    """Train ``candidate.module`` for ``epochs`` (one at a time); False when, after the first,
-    its float validation accuracy is below ``give_up_below`` (the trial is hopeless)."""
+    """Train ``candidate.module`` for ``epochs``, one at a time on a cosine schedule; False when,
+    after the first, its float validation accuracy is below ``give_up_below`` (the trial is hopeless).
+
+    The loss is the recipe's: distillation against ``teacher_logits`` (the training split's, computed
+    once per search) with ``compression.distill``'s temperature and alpha, or the labels alone when the
+    recipe does not distil. A trial's accuracy then predicts what the full recipe reaches.
+    """
     model = candidate.module
+    kd = cfg.distill.enabled and teacher_logits is not None
     for epoch in range(epochs):
         fit(
             model,
             splits,
             epochs=1,
             batch_size=train.batch_size,
-            lr=cfg.prune.lr,
+            lr=(cfg.distill.lr if kd else cfg.prune.lr) * 0.5 * (1 + math.cos(math.pi * epoch / epochs)),
             weight_decay=train.weight_decay,
-            seed=seed + epoch,
+            seed=train.seed + epoch,
             description=f"trial fine-tune {epoch + 1}/{epochs}",
+            **({"loss_fn": distill.loss_of(cfg.distill), "targets": teacher_logits} if kd else {}),
         )
         if epoch == 0:
             candidate.notes["val_accuracy_after_1_epoch"] = accuracy(model, splits.x("val"), splits.y("val"))
@@ -104,11 +112,16 @@ def finetune(
     return True
 
 
-def finish(candidate: Candidate, splits: data.Splits, cfg: CompressionParams, train: TrainParams) -> None:
-    """Cluster (if the settings say so, no centroid training) and re-export the INT8 graph."""
+def finish(
+    candidate: Candidate, splits: data.Splits, cfg: CompressionParams, train: TrainParams, clustered: bool
+) -> None:
+    """Re-export the INT8 graph of the trained weights; ``clustered`` (the space searches k): cluster
+    first, centroids fine-tuned as the recipe does. Unsearched clustering is left to the full recipe:
+    it changes the bytes shipped, not latency, and untrained it would cost a trial points the recipe
+    gets back."""
     k = candidate.settings.cluster_k
-    if k:
-        shared = ClusterParams(enabled=True, k=k, min_weights=cfg.cluster.min_weights, finetune_epochs=0)
+    if clustered and k:
+        shared = cfg.cluster.model_copy(update={"enabled": True, "k": k})
         candidate.module, _ = cluster.cluster(candidate.module, splits, shared, train)
     candidate.onnx, _ = _int8(candidate.module.eval(), splits, cfg, candidate.settings)
 

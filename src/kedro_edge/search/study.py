@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import numpy as np
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -148,6 +149,7 @@ class Context:
     train: TrainParams
     target: Target
     teacher_val_accuracy: float
+    teacher_logits: np.ndarray | None  # the training split's, for the trials' distillation fine-tune
     storage: Storage
     stage_names: list[str]
 
@@ -240,14 +242,14 @@ def _train(
         )
         return None
     floor = ctx.teacher_val_accuracy - (s.budget.max_accuracy_drop + s.hopeless_margin) / 100
-    if not cand.finetune(c, ctx.splits, ctx.cfg, ctx.train, s.finetune_epochs, floor, ctx.train.seed):
+    if not cand.finetune(c, ctx.splits, ctx.cfg, ctx.train, s.finetune_epochs, floor, ctx.teacher_logits):
         trial.set_user_attr(
             "reason",
             f"hopeless: validation accuracy {100 * c.notes['val_accuracy_after_1_epoch']:.2f}% after one "
             f"epoch, below teacher - budget - margin ({100 * floor:.2f}%)",
         )
         return None
-    cand.finish(c, ctx.splits, ctx.cfg, ctx.train)
+    cand.finish(c, ctx.splits, ctx.cfg, ctx.train, clustered=s.space.cluster_k is not None)
     accuracy = float(cand.correct(c.onnx, ctx.splits).mean())
     drop = 100 * (ctx.teacher_val_accuracy - accuracy)
     trial.set_user_attr("val_accuracy", accuracy)
