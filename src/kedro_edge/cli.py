@@ -195,3 +195,34 @@ def rollback(
         else:
             click.echo(f"{o.device}: {o.error}")
     _exit_if_any_failed(outcomes)
+
+
+@edge.command()
+@click.option("--stage", "only", default=None, help="Only this dvc.yaml stage.")
+@click.pass_obj
+def deps(metadata, only: str | None) -> None:
+    """The project files each DVC stage's `kedro run` runs; exits 1 naming any dvc.yaml misses.
+
+    Found from the stage's cmd (its nodes, their imports, the catalog datasets and model classes it
+    uses), so an edit to any of them makes `dvc status` list the stage.
+    """
+    from kedro.framework.project import pipelines
+
+    from kedro_edge.lineage.deps import check
+
+    root = Path(metadata.project_path) if metadata is not None else Path.cwd()
+    found = check(root, pipelines)
+    if only is not None:
+        if only not in found:
+            raise click.ClickException(f"dvc.yaml has no kedro stage {only!r} (it has: {', '.join(found)})")
+        found = {only: found[only]}
+    missing = False
+    for stage, figures in found.items():
+        click.echo(f"{stage}: {len(figures['code'])} files")
+        for path in figures["code"]:
+            flag = "  MISSING from dvc.yaml deps" if path in figures["missing"] else ""
+            click.echo(f"  {path}{flag}")
+        missing = missing or bool(figures["missing"])
+    if missing:
+        stale = {s: f["missing"] for s, f in found.items() if f["missing"]}
+        raise click.ClickException(f"dvc.yaml: stage deps miss code the stage runs: {stale}")

@@ -8,13 +8,15 @@ line and a record in ``compression_metrics.json``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from kedro_edge import accuracy
 from kedro_edge.config import ValidationParams
-from kedro_edge.evaluate import StageEvaluation
+
+if TYPE_CHECKING:  # annotations only: the hooks print this table without loading torch or ORT
+    from kedro_edge.evaluate import StageEvaluation
 
 
 def _paired(reference: StageEvaluation, candidate: StageEvaluation, cfg: ValidationParams) -> dict[str, Any]:

@@ -1,4 +1,6 @@
 import hashlib
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -38,6 +40,22 @@ def test_a_failed_save_leaves_the_good_artifact_untouched(tmp_path):
         atomic_write(target, half_write)
     assert target.read_bytes() == b"good model"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temporary left behind
+
+
+def test_a_save_gets_the_umask_mode_without_touching_the_process_umask(tmp_path, monkeypatch):
+    """Setting the umask to read it would race with ThreadRunner threads creating files."""
+    umask = os.umask(0o027)
+    try:
+
+        def no_umask(_mask):
+            raise AssertionError("atomic_write changed the process-wide umask")
+
+        monkeypatch.setattr(os, "umask", no_umask)
+        atomic_write(tmp_path / "report.json", lambda tmp: tmp.write_text("{}"))
+    finally:
+        monkeypatch.undo()
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "report.json").stat().st_mode) == 0o640  # 0666 & ~0027
 
 
 def test_unsaveable_data_does_not_replace_the_file(tmp_path):

@@ -32,7 +32,7 @@ TINY = {
         }
     },
     "parameters_deployment.yml": {
-        # tiny models (~30 us a query) on a shared CI machine: see tests/fleet/test_release_ssh.py
+        # tiny models (~30 us a query) on a shared CI machine: see tests/fleet/loopback.py
         "deployment": {"regression": {"tolerance": 0.3}, "parity_samples": 8}
     },
     "parameters_validation.yml": {

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kedro_edge.lineage.deps import check
 from kedro_edge.versioning import artifact_version, file_hashes
+from pipelines.pipeline_registry import register_pipelines
 from tests.pipelines.project import copy_project, run, sha
 
 MODEL = "data/06_models/model.onnx"
@@ -68,6 +70,26 @@ def test_second_repro_runs_nothing(repo):
     again = dvc(repo, "repro")
     assert ran(again) == set()
     assert "up to date" in again.stdout
+
+
+def test_an_edit_to_any_module_a_stage_runs_makes_dvc_status_list_that_stage(repo):
+    """Every project file a stage's `kedro run` runs (kedro_edge.lineage.deps), edited by a comment
+    alone, makes real DVC list that stage: nothing a stage ran is reused stale."""
+    from dvc.repo import Repo
+
+    code = {stage: set(f["code"]) for stage, f in check(repo, register_pipelines()).items()}
+    assert set(code) == set(STAGES)
+    with Repo(str(repo)) as project:
+        assert project.status() == {}
+        for path in sorted(set().union(*code.values())):
+            original = (repo / path).read_bytes()
+            (repo / path).write_bytes(original + b"\n# an edit\n")
+            try:
+                listed = {key.rsplit(":", 1)[-1] for key in project.status()}  # <dvc.yaml path>:<stage>
+            finally:
+                (repo / path).write_bytes(original)
+            assert listed >= {stage for stage, files in code.items() if path in files}, path
+        assert project.status() == {}
 
 
 def test_a_compression_parameter_invalidates_the_plan_first(repo):
