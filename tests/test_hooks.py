@@ -127,3 +127,31 @@ def test_a_model_class_that_cannot_be_imported_stops_the_run_before_any_node(tmp
 
     # a pipeline that uses no model (deployment) is not stopped by one
     EdgeHooks().before_pipeline_run(pipeline=_params_pipeline("params:training"), catalog=catalog)
+
+
+def test_settings_conf_base_does_not_have_are_said_in_one_line_naming_key_and_file(
+    tmp_path, caplog, monkeypatch
+):
+    monkeypatch.setenv("DVC_STAGE", "compression")
+    local = {
+        "parameters_compression.yml": {"compression": {"prune": {"ratio": 0.6}}},
+        "parameters_training.yml": {"training": {"epochs": 3}},  # the same as conf/base: not an override
+        "catalog.yml": {"x": {"type": "MemoryDataset"}, "y": {"type": "MemoryDataset"}},  # y is new
+        "credentials.yml": {"device_password": "hunter2"},
+    }
+    with caplog.at_level("WARNING", logger="kedro_edge.hooks"):
+        context(tmp_path, runtime={"training": {"lr": 0.1}}, local=local)
+    lines = [r.getMessage() for r in caplog.records if "conf/base does not have" in r.getMessage()]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line.startswith("dvc repro stage 'compression' runs settings conf/base does not have")
+    assert "training.lr (--params)" in line
+    assert "compression.prune.ratio (conf/local/parameters_compression.yml)" in line
+    assert "catalog y (conf/local/catalog.yml)" in line
+    assert "epochs" not in line and "catalog x" not in line and "hunter2" not in line
+
+
+def test_a_run_on_conf_base_alone_says_nothing(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="kedro_edge.hooks"):
+        context(tmp_path)
+    assert not [r for r in caplog.records if "conf/base does not have" in r.getMessage()]

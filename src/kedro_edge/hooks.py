@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 from types import TracebackType
 
 from kedro.config import MissingConfigException
@@ -13,7 +15,7 @@ from rich.console import Console
 from kedro_edge import config
 from kedro_edge.config import validate_parameters
 from kedro_edge.errors import KedroEdgeError
-from kedro_edge.param_sources import ParamSources
+from kedro_edge.param_sources import ParamSources, catalog_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,25 @@ def _replace_stale_kwargs(context, sources: ParamSources) -> None:
         logger.warning(note)  # Kedro shows only warnings from loggers outside its own
 
 
+def _say_overrides(context, sources: ParamSources) -> None:
+    """One line when the run differs from conf/base: DVC's params are conf/base's alone, so under
+    ``dvc repro`` such a run's outputs are locked as if conf/base had made them."""
+    loader = context.config_loader
+    env = getattr(loader, "env", None) or getattr(loader, "default_run_env", None) or "local"
+    conf = Path(str(getattr(loader, "conf_source", "conf")))
+    found = sources.overrides()
+    if conf.is_dir():
+        found += catalog_overrides(conf, env, Path(context.project_path), getattr(loader, "base_env", "base"))
+    if not found:
+        return
+    stage = os.environ.get("DVC_STAGE")
+    where = f"dvc repro stage '{stage}' runs" if stage else "this run uses"
+    logger.warning(
+        f"{where} settings conf/base does not have (dvc.yaml's params are conf/base's; the model's "
+        f"version record lists them): {', '.join(found)}"
+    )
+
+
 class EdgeHooks:
     """Register in ``settings.py``: ``HOOKS = (EdgeHooks(),)``."""
 
@@ -83,6 +104,7 @@ class EdgeHooks:
         sources = ParamSources.from_loader(context.config_loader, context.project_path)
         _replace_stale_kwargs(context, sources)
         validate_parameters(context.params, sources)
+        _say_overrides(context, sources)
 
     @hook_impl
     def before_pipeline_run(self, pipeline, catalog) -> None:

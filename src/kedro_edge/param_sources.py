@@ -33,6 +33,10 @@ class Layer:
 
     label: str
     data: dict[str, Any]
+    base: bool = False  # conf/base: what dvc.yaml's params see
+
+
+CATALOG_PATTERNS = ("catalog*", "catalog*/**", "**/catalog*")  # Kedro's default
 
 
 class ParamSources:
@@ -56,13 +60,30 @@ class ParamSources:
         root = Path(project_path) if project_path is not None else conf.parent
         base_env = getattr(loader, "base_env", None) or "base"
         run_env = getattr(loader, "env", None) or getattr(loader, "default_run_env", None)
-        base = _read_env(conf, base_env, patterns, root)
+        base = _read_env(conf, base_env, patterns, root, base=True)
         env = _read_env(conf, run_env, patterns, root) if run_env and run_env != base_env else []
         strategy = (getattr(loader, "merge_strategy", None) or {}).get("parameters", "destructive")
         if strategy == "destructive" and env:
             hidden = set(runtime.data).union(*(layer.data for layer in env))
-            base = [Layer(b.label, {k: v for k, v in b.data.items() if k not in hidden}) for b in base]
+            base = [Layer(b.label, {k: v for k, v in b.data.items() if k not in hidden}, True) for b in base]
         return cls([runtime, *env, *base])
+
+    def overrides(self) -> list[str]:
+        """``key (source)`` for each value ``--params`` or the run environment sets differently from
+        ``conf/base``: what a run did that ``dvc.yaml``'s params (``conf/base`` only) do not show."""
+        base: dict[str, Any] = {}
+        for layer in reversed(self.layers):
+            if layer.base:
+                base = _merged(base, layer.data)
+        out, seen = [], set()
+        for layer in self.layers:
+            if layer.base:
+                continue
+            for path, value in _leaves(layer.data):
+                if path not in seen and _get(base, path) != value:
+                    seen.add(path)
+                    out.append(f"{'.'.join(path)} ({layer.label})")
+        return out
 
     def where(self, path: Sequence[str]) -> str | None:
         """The label of the layer that sets ``path`` (or its longest prefix that one sets); None if none."""
@@ -142,7 +163,39 @@ def _merged(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _read_env(conf: Path, env: str, patterns: Iterable[str], root: Path) -> list[Layer]:
+def _leaves(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], Any]]:
+    for key, value in data.items():
+        path = (*prefix, str(key))
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, path)
+        else:
+            yield path, value
+
+
+def catalog_overrides(conf: Path, env: str, root: Path, base_env: str = "base") -> list[str]:
+    """``catalog <entry> (source)`` for each entry ``conf/<env>`` adds or defines differently from
+    ``conf/base`` (credentials are never read)."""
+    base: dict[str, Any] = {}
+    for layer in _read_env(conf, base_env, CATALOG_PATTERNS, root):
+        base.update(layer.data)
+    out = []
+    for layer in _read_env(conf, env, CATALOG_PATTERNS, root) if env != base_env else []:
+        out += [
+            f"catalog {name} ({layer.label})" for name, entry in layer.data.items() if base.get(name) != entry
+        ]
+    return out
+
+
+def local_overrides(root: Path, env: str = "local", conf: str = "conf") -> list[str]:
+    """Parameters and catalog entries ``<conf>/<env>`` sets differently from ``<conf>/base``, read
+    from the files (no Kedro session): what a model's version record notes as in force."""
+    folder = root / conf
+    base = _read_env(folder, "base", ["**/parameters*"], root, base=True)
+    local = _read_env(folder, env, ["**/parameters*"], root)
+    return ParamSources([*local, *base]).overrides() + catalog_overrides(folder, env, root)
+
+
+def _read_env(conf: Path, env: str, patterns: Iterable[str], root: Path, base: bool = False) -> list[Layer]:
     """One layer per parameter file of ``conf/<env>`` (hidden files skipped, as Kedro does)."""
     folder = conf / env
     if not folder.is_dir():
@@ -160,7 +213,7 @@ def _read_env(conf: Path, env: str, patterns: Iterable[str], root: Path) -> list
         except (OSError, yaml.YAMLError):
             continue  # Kedro has read it already, and reports its own errors
         if isinstance(data, dict):
-            layers.append(Layer(_label(path, root), data))
+            layers.append(Layer(_label(path, root), data, base))
     return layers
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from kedro_edge.param_sources import local_overrides
+
 
 def file_hashes(path: Path) -> dict[str, Any]:
     """sha256 (what devices verify), md5 (DVC's content hash of a file) and size."""
@@ -63,4 +65,5 @@ def artifact_version(root: Path, relpath: str) -> dict[str, Any]:
         "dvc_md5": locked,
         "dvc_tracked": locked == hashes["md5"],
         **git_revision(root),
+        "local_overrides": local_overrides(root),  # conf/local settings DVC's params do not see
     }

@@ -136,6 +136,18 @@ def test_version_record_names_the_dvc_hash_and_git_revision(repo):
     assert version["dvc_md5"] == file_hashes(repo / MODEL)["md5"]
     assert version["git_rev"] == git(repo, "rev-parse", "HEAD").strip()
     assert version["sha256"] == sha(repo / MODEL)
+    assert version["local_overrides"] == []  # conf/local has no files
+
+
+def test_the_version_record_lists_the_conf_local_settings_in_force(repo):
+    local = repo / "conf" / "local" / "parameters_validation.yml"
+    local.write_text("validation: {batch_size: 64}\n")
+    try:
+        assert artifact_version(repo, MODEL)["local_overrides"] == [
+            "validation.batch_size (conf/local/parameters_validation.yml)"
+        ]
+    finally:
+        local.unlink()
 
 
 def test_exp_run_with_a_changed_parameter_changes_the_metrics(repo):
