@@ -226,3 +226,50 @@ def deps(metadata, only: str | None) -> None:
     if missing:
         stale = {s: f["missing"] for s, f in found.items() if f["missing"]}
         raise click.ClickException(f"dvc.yaml: stage deps miss code the stage runs: {stale}")
+
+
+@edge.command()
+@click.argument("sha")
+@click.option(
+    "--restore", is_flag=True, help="Check its revision out into a worktree, restore and verify it."
+)
+@click.option("--into", type=click.Path(path_type=Path), default=None, help="With --restore: the folder.")
+@click.option("--rebuild", is_flag=True, help="With --restore: dvc repro --force instead of the cache.")
+@click.option("--offline", is_flag=True, help="Ask no device (the repository's records only).")
+@click.option("--json", "as_json", is_flag=True, help="The lineage as JSON.")
+@_select
+@click.pass_obj
+def lineage(
+    metadata, sha: str, restore: bool, into: Path | None, rebuild: bool, offline: bool, as_json: bool,
+    devices_file: str, names: str | None, group: str | None,
+) -> None:  # fmt: skip
+    """Where the model whose sha256 starts with SHA came from, and where it went.
+
+    Its git revision and dirty flag, the dvc.lock entry and commit that pin it, that revision's
+    parameters, metrics and search trial (or recipe), every release record naming it, and what
+    each device says of it. From git, DVC and the release records; no server.
+    """
+    from kedro_edge.lineage import lineage as find
+    from kedro_edge.lineage.restore import restore as restore_model
+    from kedro_edge.lineage.show import render
+
+    root = Path(metadata.project_path) if metadata is not None else Path.cwd()
+    try:
+        if restore:
+            done = restore_model(root, sha, into, rebuild)
+            click.echo(
+                f"{done['sha256'][:12]}: {done['how']} at {done['commit'][:12]} -> {done['model']} "
+                "(sha256 verified)"
+            )
+            return
+        fleet = chosen = None
+        if not offline and (root / devices_file).is_file():
+            fleet = load_fleet(root / devices_file)
+            chosen = fleet.select(names.split(",") if names else None, group)
+        found = find(root, sha, fleet, chosen)
+    except KedroEdgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(found, indent=2, default=str))
+    else:
+        render(found, Console())

@@ -79,7 +79,7 @@ class ParamSources:
         for layer in self.layers:
             if layer.base:
                 continue
-            for path, value in _leaves(layer.data):
+            for path, value in leaves(layer.data):
                 if path not in seen and _get(base, path) != value:
                     seen.add(path)
                     out.append(f"{'.'.join(path)} ({layer.label})")
@@ -163,11 +163,12 @@ def _merged(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _leaves(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], Any]]:
+def leaves(data: dict[str, Any], prefix: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], Any]]:
+    """``(path, value)`` of every leaf of a nested dict (an empty dict is a leaf)."""
     for key, value in data.items():
         path = (*prefix, str(key))
         if isinstance(value, dict) and value:
-            yield from _leaves(value, path)
+            yield from leaves(value, path)
         else:
             yield path, value
 

@@ -42,17 +42,18 @@ def dvc_locked_md5(root: Path, relpath: str) -> str | None:
 
 def git_revision(root: Path) -> dict[str, Any]:
     """HEAD's commit and whether the work tree differs from it (None outside a git repo)."""
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    rev = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if rev else None
+    rev = git(root, "rev-parse", "HEAD")
+    status = git(root, "status", "--porcelain", "--untracked-files=no") if rev else None
     return {"git_rev": rev, "git_dirty": bool(status) if rev else None}
+
+
+def git(root: Path, *args: str) -> str | None:
+    """``git -C root args`` (an argument list, no shell): its output, or None if it failed."""
+    try:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def artifact_version(root: Path, relpath: str) -> dict[str, Any]:

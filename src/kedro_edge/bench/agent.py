@@ -69,6 +69,7 @@ VERSIONS, CURRENT, PREVIOUS, LOCK, LEASE, HISTORY = (
 INCOMING = ".incoming-"
 MODEL = "model.onnx"
 CODECS = {".xz": lzma.LZMADecompressor, ".zz": zlib.decompressobj}  # wire suffix -> decompressor
+HISTORY_SHOWN = 1000  # latest history events ``facts`` returns
 DEFAULT_TTL = 600.0  # seconds a lease outlives a controller that stopped renewing it
 
 
@@ -92,7 +93,15 @@ def facts(workdir):
     out = {"ok": True}
     out.update(_machine(workdir))
     out.update(released=list(reversed(_stack(workdir))), lease=_lease(workdir))
+    out.update(versions=_held(workdir), history=_history(workdir)[-HISTORY_SHOWN:])
     return out
+
+
+def _held(workdir):
+    """The versions whose model is on the device (complete: uploads in progress are not)."""
+    folder = os.path.join(workdir, VERSIONS)
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(n for n in names if not n.startswith(".") and _present(workdir, n))
 
 
 def _machine(workdir):
