@@ -7,16 +7,17 @@ checked by ``kedro_edge.data.check_arrays`` so bad input fails where it enters.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+from fsspec.core import url_to_fs
 from kedro.io import AbstractDataset
 
 from kedro_edge.data import check_arrays, load_digits_arrays
 from kedro_edge.errors import DataError
 from kedro_edge.glyphs import CLASSES, GlyphSpec, generate
-from kedro_edge.io.atomic import FileDataset
+from kedro_edge.io.base import FileDataset
 from kedro_edge.progress import progress_bar
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -43,8 +44,10 @@ class ImageNpzDataset(NpzDataset):
         images_key: str = "images",
         labels_key: str = "labels",
         metadata: dict[str, Any] | None = None,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(filepath, metadata)
+        super().__init__(filepath, metadata, credentials, fs_args)
         self._keys = (images_key, labels_key)
 
     def _read(self, path: Path) -> dict[str, np.ndarray]:
@@ -93,8 +96,10 @@ class GlyphsDataset(NpzDataset):
         seed: int = 0,
         severity: float = 1.0,
         metadata: dict[str, Any] | None = None,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(filepath, metadata)
+        super().__init__(filepath, metadata, credentials, fs_args)
         if n_per_class < 1 or size < 8 or severity < 0:
             raise DataError(f"{filepath}: GlyphsDataset needs n_per_class >= 1, size >= 8, severity >= 0")
         self._spec = GlyphSpec(n_per_class=n_per_class, size=size, seed=seed, severity=severity)
@@ -115,7 +120,8 @@ class GlyphsDataset(NpzDataset):
     def _cached(self) -> dict[str, np.ndarray] | None:
         """The file's arrays if it exists, reads and was made by this spec; else None."""
         try:
-            arrays = self._read(self._filepath)
+            with self._location.readable() as path:
+                arrays = self._read(path)
             return arrays if json.loads(str(arrays["spec"])) == self._spec.to_json() else None
         except Exception:  # missing, unreadable or from another generator: generate afresh
             return None
@@ -140,40 +146,53 @@ class ImageFolderDataset(AbstractDataset):
     """``<path>/<class name>/<image>``: one folder per class, sorted names give the class ids.
 
     Images are converted to ``mode`` ("L" grayscale or "RGB") and resized to ``size`` pixels
-    square, so a folder of mixed sizes loads as one array.
+    square, so a folder of mixed sizes loads as one array. ``path`` may be an fsspec URL
+    (``s3://bucket/images``), with ``credentials``/``fs_args`` for its filesystem.
     """
 
     def __init__(
-        self, path: str, size: int = 32, mode: str = "L", metadata: dict[str, Any] | None = None
+        self,
+        path: str,
+        size: int = 32,
+        mode: str = "L",
+        metadata: dict[str, Any] | None = None,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
     ) -> None:
-        self._path, self._size, self._mode = Path(path), size, mode
+        self._url, self._size, self._mode = str(path), size, mode
+        self._fs, self._root = url_to_fs(str(path), **{**(credentials or {}), **(fs_args or {})})
+        self._root = self._root.rstrip("/")
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "size": self._size, "mode": self._mode}
+        return {"path": self._url, "size": self._size, "mode": self._mode}
 
     def load(self) -> dict[str, np.ndarray]:
         from PIL import Image
 
-        if not self._path.is_dir():
-            raise DataError(f"{self._path}: image folder not found")
-        classes = sorted(p.name for p in self._path.iterdir() if p.is_dir())
+        if not self._fs.isdir(self._root):
+            raise DataError(f"{self._url}: image folder not found")
+        folders = sorted(p.rstrip("/") for p in self._fs.ls(self._root, detail=False) if self._fs.isdir(p))
         images, labels = [], []
-        for label, name in enumerate(classes):
-            for file in sorted((self._path / name).iterdir()):
-                if file.suffix.lower() not in IMAGE_SUFFIXES:
+        for label, folder in enumerate(folders):
+            for file in sorted(self._fs.ls(folder, detail=False)):
+                if PurePosixPath(file).suffix.lower() not in IMAGE_SUFFIXES:
                     continue
                 try:
-                    with Image.open(file) as img:
+                    with self._fs.open(file, "rb") as fh, Image.open(fh) as img:
                         img = img.convert(self._mode).resize((self._size, self._size))
                         images.append(np.asarray(img, dtype=np.uint8))
                 except OSError as exc:
-                    raise DataError(f"{file}: not a readable image ({exc})") from None
+                    raise DataError(f"{self._shown(file)}: not a readable image ({exc})") from None
                 labels.append(label)
         if not images:
-            raise DataError(f"{self._path}: no images in class folders")
-        images_arr, labels_arr = check_arrays(np.stack(images), np.asarray(labels), str(self._path))
+            raise DataError(f"{self._url}: no images in class folders")
+        images_arr, labels_arr = check_arrays(np.stack(images), np.asarray(labels), self._url)
         return {"images": images_arr, "labels": labels_arr}
 
+    def _shown(self, file: str) -> str:
+        """``file`` as the user named its folder (their URL or path, not fsspec's internal form)."""
+        return self._url.rstrip("/") + file[len(self._root) :]
+
     def save(self, data: Any) -> None:
-        raise DataError(f"{self._path}: ImageFolderDataset is read-only (raw data)")
+        raise DataError(f"{self._url}: ImageFolderDataset is read-only (raw data)")

@@ -1,4 +1,4 @@
-"""Write-then-rename, and the small base class all file datasets here share."""
+"""Write-then-rename: a local file is replaced whole or not at all."""
 
 from __future__ import annotations
 
@@ -6,11 +6,6 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from kedro.io import AbstractDataset
-
-from kedro_edge.errors import DataError
 
 
 def _read_umask() -> int:
@@ -52,36 +47,3 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-class FileDataset(AbstractDataset):
-    """A local file: ``_read``/``_write`` in subclasses; atomic saves, clear errors on load."""
-
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
-        self._filepath = Path(filepath)
-        self.metadata = metadata
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
-
-    def _exists(self) -> bool:
-        return self._filepath.is_file()
-
-    def load(self) -> Any:
-        if not self._filepath.is_file():
-            raise DataError(f"{self._filepath}: file not found")
-        try:
-            return self._read(self._filepath)
-        except DataError:
-            raise
-        except Exception as exc:  # a corrupt file: say which one, in one line
-            raise DataError(f"{self._filepath}: cannot read ({type(exc).__name__}: {exc})") from None
-
-    def save(self, data: Any) -> None:
-        atomic_write(self._filepath, lambda tmp: self._write(data, tmp))
-
-    def _read(self, path: Path) -> Any:
-        raise NotImplementedError
-
-    def _write(self, data: Any, path: Path) -> None:
-        raise NotImplementedError

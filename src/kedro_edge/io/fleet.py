@@ -8,8 +8,8 @@ from typing import Any
 
 from kedro_edge.errors import ConfigError, DataError
 from kedro_edge.fleet.inventory import Fleet, load_fleet
-from kedro_edge.io.atomic import FileDataset
-from kedro_edge.versioning import artifact_version
+from kedro_edge.io.base import FileDataset
+from kedro_edge.versioning import artifact_version, file_hashes
 
 
 class FleetDataset(FileDataset):
@@ -17,7 +17,10 @@ class FleetDataset(FileDataset):
 
     def load(self) -> Fleet:
         try:
-            return load_fleet(self._filepath)
+            if self._location.local:
+                return load_fleet(self._filepath)
+            with self._location.readable() as path:  # a remote registry: give its key paths absolute
+                return load_fleet(path)
         except ConfigError as exc:
             raise DataError(str(exc)) from None
 
@@ -44,6 +47,8 @@ class ModelFileDataset(FileDataset):
     """The bytes of a model file, unparsed: what ships is what was validated, byte for byte."""
 
     def _read(self, path: Path) -> ModelFile:
+        if not self._location.local:  # no DVC or git record of a remote file: its hashes only
+            return ModelFile(path.read_bytes(), {"path": str(self._filepath), **file_hashes(path)})
         root = _project_root(path)
         version = artifact_version(root, path.resolve().relative_to(root).as_posix())
         return ModelFile(path.read_bytes(), version)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from kedro_edge.errors import DataError
-from kedro_edge.io.atomic import FileDataset
+from kedro_edge.io.base import FileDataset
 
 
 class TorchModuleDataset(FileDataset):

@@ -8,7 +8,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from kedro_edge.io.atomic import FileDataset
+from kedro_edge.io.base import FileDataset
 
 
 class JsonDataset(FileDataset):
@@ -34,8 +34,15 @@ class TextDataset(FileDataset):
 class PngDataset(FileDataset):
     """A matplotlib figure saved as PNG; the figure is closed after saving."""
 
-    def __init__(self, filepath: str, dpi: int = 120, metadata: dict[str, Any] | None = None) -> None:
-        super().__init__(filepath, metadata)
+    def __init__(
+        self,
+        filepath: str,
+        dpi: int = 120,
+        metadata: dict[str, Any] | None = None,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(filepath, metadata, credentials, fs_args)
         self._dpi = dpi
 
     def _read(self, path: Path) -> bytes:

@@ -61,8 +61,10 @@ class TabularDataset(NpzDataset):
         labels_key: str = "labels",
         delimiter: str = ",",
         metadata: dict[str, Any] | None = None,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(filepath, metadata)
+        super().__init__(filepath, metadata, credentials, fs_args)
         self._label, self._features = label, None if features is None else list(features)
         self._keys = (features_key, labels_key)
         self._delimiter = delimiter
