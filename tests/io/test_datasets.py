@@ -79,6 +79,13 @@ def test_pruned_module_round_trips_with_its_new_shapes(tmp_path, teacher, splits
     assert (tmp_path / "06_models" / "pruned.pt").stat().st_mode & 0o044  # readable like any file
 
 
+def test_the_same_module_saves_to_the_same_bytes(tmp_path, teacher):
+    """DVC hashes the file: a random temporary name inside it would re-run every later stage."""
+    TorchModuleDataset(str(tmp_path / "a.pt")).save(teacher)
+    TorchModuleDataset(str(tmp_path / "b" / "a.pt")).save(teacher)
+    assert _sha(tmp_path / "a.pt") == _sha(tmp_path / "b" / "a.pt")
+
+
 def test_onnx_model_round_trips(tmp_path, teacher, splits):
     model = to_onnx(teacher, splits.input_shape)
     ds = OnnxModelDataset(str(tmp_path / "m.onnx"))

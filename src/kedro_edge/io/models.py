@@ -27,7 +27,11 @@ class TorchModuleDataset(FileDataset):
         return module.eval()
 
     def _write(self, data: nn.Module, path: Path) -> None:
-        torch.save(data, path)
+        # through a file object: torch.save names the zip's folder after a path's file name, and
+        # the path here is a random temporary one, so the same module would give other bytes
+        # (and DVC a new md5, re-running every later stage) on each save
+        with open(path, "wb") as fh:
+            torch.save(data, fh)
 
 
 class OnnxModelDataset(FileDataset):
