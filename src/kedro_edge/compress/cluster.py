@@ -15,6 +15,7 @@ channel with at most ``k`` distinct floats holds at most ``k`` distinct INT8 val
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import onnx
@@ -100,11 +101,33 @@ def cluster_weights(model: nn.Module, cfg: ClusterParams) -> tuple[nn.Module, di
     return clustered.eval(), {"method": "kmeans", "k": cfg.k, "layers": layers, "skipped": skipped}
 
 
+class _Gather(torch.autograd.Function):
+    """``centroids[index]`` whose backward sums each cluster's gradients in a fixed order.
+
+    Plain indexing's backward accumulates with parallel adds on the CPU, in an order that varies
+    between runs: the centroids then differ in their last bits, and so do the INT8 activation
+    scales and the bytes of model.onnx. ``bincount`` sums serially (in float64), so the same run
+    gives the same model.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, centroids: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.k = centroids.numel()
+        return centroids[index]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (index,) = ctx.saved_tensors
+        sums = torch.bincount(index.reshape(-1), weights=grad.reshape(-1).double(), minlength=ctx.k)
+        return sums.to(grad.dtype), None
+
+
 class SharedWeights(nn.Module):
     """Parametrization ``weight = centroids[index]``: assignments fixed, shared values trainable.
 
-    Indexing sums the gradients of all weights in a cluster into its centroid, so a training
-    step moves every member of a cluster by the same amount.
+    The gradients of all weights in a cluster are summed into its centroid, so a training step
+    moves every member of a cluster by the same amount.
     """
 
     def __init__(self, weight: torch.Tensor) -> None:
@@ -114,7 +137,7 @@ class SharedWeights(nn.Module):
         self.register_buffer("index", index)
 
     def forward(self, _original: torch.Tensor) -> torch.Tensor:
-        return self.centroids[self.index]
+        return _Gather.apply(self.centroids, self.index)
 
 
 def _finetune_centroids(
