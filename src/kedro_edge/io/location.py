@@ -82,12 +82,10 @@ class Location:
         with tempfile.TemporaryDirectory(prefix="kedro-edge-") as tmp:
             staged = Path(tmp) / self.name
             writer(staged)
-            parent = PurePosixPath(self.path).parent.as_posix()
-            if self.protocol not in OBJECT_STORES:
-                self.fs.makedirs(parent, exist_ok=True)
             if self.protocol in OBJECT_STORES:
                 self.fs.put_file(str(staged), self.path)
                 return
+            self.fs.makedirs(PurePosixPath(self.path).parent.as_posix(), exist_ok=True)
             partial = f"{self.path}.tmp-{secrets.token_hex(4)}"
             try:
                 self.fs.put_file(str(staged), partial)

@@ -9,6 +9,7 @@ dirty flag, ``conf/local`` overrides); ``dvc.lock`` maps the md5 to the commit t
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -33,6 +34,13 @@ def text_at(root: Path, rev: str, path: str) -> str | None:
     if rev == WORK_TREE:
         file = root / path
         return file.read_text() if file.is_file() else None
+    return _committed(root, rev, path)
+
+
+@functools.lru_cache(maxsize=1024)
+def _committed(root: Path, rev: str, path: str) -> str | None:
+    """``git show rev:path``, once per commit: a commit's files never change (the release
+    records are read by both ``known_models`` and ``releases``)."""
     return git(root, "show", f"{rev}:{path}")
 
 
