@@ -271,8 +271,10 @@ class DeploymentParams(_Strict):
     enabled: bool = True
     devices: list[str] | None = None  # names to deploy to; null: every device in devices.yml
     group: str | None = None  # or only this group
-    max_parallel: int = Field(16, ge=1)  # devices installed at once
+    max_parallel: int = Field(64, ge=1)  # devices installed at once (benchmarks/fleet_scale.py)
     max_parallel_benchmarks: int = Field(1, ge=1)  # devices measuring at once (shared hosts: 1)
+    # SSH connections a rollout keeps open between steps; beyond it the least recently used close
+    max_open_connections: int = Field(256, ge=1)
     parity_samples: int = Field(32, ge=1)  # test images whose outputs device and host compare
     trust_new_host_keys: bool = False  # opt-in: accept and record keys not in known_hosts
     waves: list[Wave] = Field(default_factory=lambda: [1, "25%", "100%"], min_length=1)  # per group
@@ -285,6 +287,17 @@ class DeploymentParams(_Strict):
     disk_reserve_mb: float = Field(1.0, ge=0)  # free space an upload must leave on the device
     codec: Literal["lzma", "zlib", "none"] = "lzma"  # the model on the wire (stdlib on the device)
     regression: RegressionParams = RegressionParams()
+
+    @model_validator(mode="after")
+    def _connections_hold_a_step(self) -> DeploymentParams:
+        if self.max_open_connections < self.max_parallel:
+            raise PydanticCustomError(
+                "too_few_connections",
+                "max_open_connections ({n}) must be at least max_parallel ({p}): every device a step "
+                "works on at once needs its connection",
+                {"n": self.max_open_connections, "p": self.max_parallel},
+            )
+        return self
 
 
 # top-level parameter key -> (model, the file it normally lives in)

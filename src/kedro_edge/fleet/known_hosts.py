@@ -29,6 +29,9 @@ class KnownHosts:
 
     entries: list[HostKeyEntry] = field(default_factory=list)
     revoked: set[str] = field(default_factory=set)  # base64 key blobs
+    _by_name: tuple[dict[str, list[HostKeyEntry]], list[HostKeyEntry]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def is_revoked(self, key: paramiko.PKey) -> bool:
         return key.get_base64() in self.revoked
@@ -38,19 +41,43 @@ class KnownHosts:
         ``hostname`` (as paramiko looks it up: ``host``, or ``[host]:port`` off port 22), or all.
 
         One host's entries, not the whole file: paramiko's ``HostKeys.add`` scans what it holds,
-        so loading a fleet's known_hosts into each of its clients would cost quadratic time.
+        so loading a fleet's known_hosts into each of its clients would cost quadratic time;
+        plain host names are looked up in an index for the same reason (hashed ones are tried
+        one by one, as ssh does).
         """
-        for entry in self.entries:
-            if entry.key is None or self.is_revoked(entry.key):
-                continue
-            for name in entry.hostnames:
-                if hostname is None or _matches(name, hostname):
-                    host_keys.add(hostname or name, entry.key.get_name(), entry.key)
+        if hostname is None:
+            chosen = [(name, e) for e in self.entries for name in e.hostnames]
+        else:
+            plain, hashed = self._index()
+            chosen = [(hostname, e) for e in plain.get(hostname, [])]
+            chosen += [(hostname, e) for e in hashed if _matches_any(e, hostname)]
+        for name, entry in chosen:
+            if entry.key is not None and not self.is_revoked(entry.key):
+                host_keys.add(name, entry.key.get_name(), entry.key)
+
+    def _index(self) -> tuple[dict[str, list[HostKeyEntry]], list[HostKeyEntry]]:
+        """Plain host name -> its entries, and the hashed entries; built on first use (a parsed
+        file does not change)."""
+        if self._by_name is None:
+            index: dict[str, list[HostKeyEntry]] = {}
+            hashed = []
+            for entry in self.entries:
+                for name in entry.hostnames:
+                    if name.startswith("|1|"):
+                        hashed.append(entry)
+                    else:
+                        index.setdefault(name, []).append(entry)
+            self._by_name = index, list(dict.fromkeys(hashed))
+        return self._by_name
 
     def has(self, hostname: str, key: paramiko.PKey) -> bool:
         keys = paramiko.HostKeys()
         self.install(keys, hostname)
         return keys.check(hostname, key)
+
+
+def _matches_any(entry: HostKeyEntry, hostname: str) -> bool:
+    return any(name.startswith("|1|") and _matches(name, hostname) for name in entry.hostnames)
 
 
 def _matches(name: str, hostname: str) -> bool:

@@ -2,8 +2,9 @@
 
 A device's lease (``<workdir>/.rollout``) names one rollout by a random id, so two rollouts
 exclude each other even when they ship the same model. It lasts ``ttl`` seconds unless
-renewed; a ``Keeper`` renews every lease a live rollout holds every ``ttl / 3`` seconds, so a
-long wave keeps them and a dead controller's lapse within ``ttl``.
+renewed; every leased command renews it, and a ``Keeper`` renews the leases a live rollout
+holds that no command renewed for ``ttl / 3`` seconds, so a long wave keeps them and a dead
+controller's lapse within ``ttl``.
 
 The id of a rollout of a given model is kept in ``<fleet root>/.kedro-edge/rollouts/<sha>.json``
 while it runs (under an flock): a rollout that was killed and is run again takes the same id,
@@ -19,7 +20,9 @@ import json
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,41 +73,69 @@ def rollout_id(root: Path, sha: str) -> Iterator[tuple[str, bool]]:
 
 
 class Keeper:
-    """Renews the lease on every device in ``held`` every ``interval`` seconds, in one thread.
+    """Renews the leases of the devices in ``held`` that no command has touched for ``interval`` s.
 
+    Every leased agent command renews the lease on the device, so only devices idle that long
+    (an earlier wave's, waiting for the rollout to end) need a renewal of their own; they are
+    renewed ``workers`` at a time, so thousands of held leases are renewed within the interval.
     A device whose renewal fails is dropped from ``held`` (its lease then lapses on its own).
     """
 
-    def __init__(self, renew: Callable[[str], None], interval: float) -> None:
-        self.renew, self.interval = renew, interval
-        self.held: set[str] = set()
+    def __init__(self, renew: Callable[[str], None], interval: float, workers: int = 1) -> None:
+        self.renew, self.interval, self.workers = renew, interval, max(1, workers)
+        self.last: dict[str, float] = {}  # held device -> when a command last renewed its lease
+        self.renewals = 0  # renewals sent (the rest rode on the rollout's own commands)
         self.error: BaseException | None = None  # a bug in a renewal, raised on exit
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lease-keeper", daemon=True)
 
-    def hold(self, name: str) -> None:
+    @property
+    def held(self) -> set[str]:
         with self._lock:
-            self.held.add(name)
+            return set(self.last)
+
+    def hold(self, name: str) -> None:
+        """``name``'s lease is ours, renewed on the device just now."""
+        self.touch(name, hold=True)
+
+    def touch(self, name: str, hold: bool = False) -> None:
+        """A command renewed ``name``'s lease on the device just now (if it is held, or ``hold``)."""
+        with self._lock:
+            if hold or name in self.last:
+                self.last[name] = time.monotonic()
 
     def drop(self, name: str) -> None:
         with self._lock:
-            self.held.discard(name)
+            self.last.pop(name, None)
+
+    def _stale(self) -> list[str]:
+        horizon = time.monotonic() - self.interval
+        with self._lock:
+            return sorted(name for name, when in self.last.items() if when <= horizon)
+
+    def _renew_one(self, name: str) -> None:
+        if self._stop.is_set() or self.error is not None:
+            return
+        try:
+            self.renew(name)
+            self.touch(name)
+        except DeviceError:  # the device's lease lapses; its own step reports why
+            self.drop(name)
+        except BaseException as exc:  # a bug: raised in the rollout's thread on exit
+            self.error = exc
+        with self._lock:
+            self.renewals += 1
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            with self._lock:
-                names = sorted(self.held)
-            for name in names:
-                if self._stop.is_set():
-                    return
-                try:
-                    self.renew(name)
-                except DeviceError:  # the device's lease lapses; its own step reports why
-                    self.drop(name)
-                except BaseException as exc:  # a bug: raised in the rollout's thread on exit
-                    self.error = exc
-                    return
+        while not self._stop.wait(self.interval / 3):
+            stale = self._stale()
+            if not stale:
+                continue
+            with ThreadPoolExecutor(min(self.workers, len(stale)), thread_name_prefix="lease") as pool:
+                list(pool.map(self._renew_one, stale))
+            if self.error is not None:
+                return
 
     def __enter__(self) -> Keeper:
         self._thread.start()

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,10 @@ from kedro_edge.config import DeploymentParams
 from kedro_edge.fleet import device as ops
 from kedro_edge.fleet import gates, lease
 from kedro_edge.fleet.candidate import Candidate
+from kedro_edge.fleet.connections import Connections
 from kedro_edge.fleet.inventory import Device, Fleet
 from kedro_edge.fleet.pool import Outcome, for_each
-from kedro_edge.fleet.ssh import Endpoint, connect
+from kedro_edge.fleet.ssh import Endpoint
 
 ON_CANDIDATE = ("activated", "already active")
 
@@ -69,32 +71,39 @@ class Rollout:
     ) -> None:
         self.fleet, self.candidate, self.reference, self.cfg = fleet, candidate, reference, cfg
         self.lease = lease.Lease(lease_id, cfg.lease_ttl, cfg.lock_timeout)
-        self.endpoints: dict[str, Endpoint] = {}
+        root, trust = Path(fleet.root), cfg.trust_new_host_keys
+        self.connections = Connections(root, trust, cfg.max_open_connections)
         self.devices: dict[str, dict[str, Any]] = {}  # name -> record entry
         self.activated: list[Device] = []
         self.waves: list[dict[str, Any]] = []  # what each wave did, for the record
-        self.keeper = lease.Keeper(self._renew, cfg.lease_ttl / 3)
+        self.keeper = lease.Keeper(self._renew, cfg.lease_ttl / 3, workers=cfg.max_parallel)
 
     # -- plumbing ----------------------------------------------------------------------------
-    def _endpoint(self, d: Device) -> Endpoint:
-        if d.name not in self.endpoints:
-            self.endpoints[d.name] = connect(d, Path(self.fleet.root), self.cfg.trust_new_host_keys)
-        return self.endpoints[d.name]
-
     def _renew(self, name: str) -> None:
-        ops.renew(self.endpoints[name], self.lease)
+        with self.connections.use(self.connections.endpoints[name].device) as endpoint:
+            ops.renew(endpoint, self.lease)
 
     def _step(
         self,
         devices: list[Device],
-        work: Callable[[Device], dict],
+        work: Callable[[Device, Endpoint], dict],
         parallel: int,
         what: str,
         gives_back_lease: bool = False,
+        leased: bool = True,
     ) -> dict[str, Outcome]:
-        """``work`` on each device; with ``gives_back_lease``, a device it succeeded on is no
-        longer renewed (the command released the lease on the device)."""
-        outcomes = {o.device: o for o in for_each(devices, work, parallel, what)}
+        """``work`` on each device over its connection; with ``gives_back_lease``, a device it
+        succeeded on is no longer renewed (the command released the lease on the device). A
+        ``leased`` command renewed the lease on the device, so the keeper need not for a while."""
+
+        def on(d: Device) -> dict:
+            with self.connections.use(d) as endpoint:
+                data = work(d, endpoint)
+            if leased:
+                self.keeper.touch(d.name)
+            return data
+
+        outcomes = {o.device: o for o in for_each(devices, on, parallel, what)}
         if gives_back_lease:
             for name, o in outcomes.items():
                 if o.status == "ok":
@@ -119,23 +128,21 @@ class Rollout:
         devices may benchmark at once than install at once (hosts shared by several devices)."""
         return self.cfg.max_parallel_benchmarks >= self.cfg.max_parallel
 
-    def _ship(self, d: Device) -> dict:
+    def _ship(self, d: Device, endpoint: Endpoint) -> dict:
         reserve = int(self.cfg.disk_reserve_mb * 1e6)
         held = functools.partial(self.keeper.hold, d.name)  # from begin on, the lease is ours
         cfg, group = self.cfg.regression, self.fleet.groups[d.group]
         measure = (group, cfg.blocks, cfg.enabled) if self._measure_when_shipped else None
-        data = ops.ship(
-            self._endpoint(d), self.candidate, self.lease, reserve, on_leased=held, measure=measure
-        )
+        data = ops.ship(endpoint, self.candidate, self.lease, reserve, on_leased=held, measure=measure)
         if "measurement" in data:
             data["measurement"] = self._with_parity(data["measurement"])
         return data
 
-    def _measure(self, d: Device) -> dict:
+    def _measure(self, d: Device, endpoint: Endpoint) -> dict:
         entry = self.devices[d.name]
         baseline = entry["before"] if self.cfg.regression.enabled else None  # nothing would use it
         result = ops.benchmark(
-            self._endpoint(d), self.candidate.sha256, self.fleet.groups[d.group],
+            endpoint, self.candidate.sha256, self.fleet.groups[d.group],
             baseline=baseline, blocks=self.cfg.regression.blocks,
         )  # fmt: skip
         return self._with_parity(result)
@@ -144,23 +151,35 @@ class Rollout:
         result["parity"] = gates.parity(self.reference, result.pop("parity_outputs"))
         return result
 
-    def _refuse(self, d: Device) -> dict:
+    def _refuse(self, d: Device, endpoint: Endpoint) -> dict:
         reason = self.devices[d.name]["reason"]
-        return ops.refuse(self._endpoint(d), self.candidate.sha256, self.lease, reason)
+        return ops.refuse(endpoint, self.candidate.sha256, self.lease, reason)
 
-    def _release(self, d: Device) -> dict:
-        return ops.release(self._endpoint(d), self.lease)
+    def _release(self, d: Device, endpoint: Endpoint) -> dict:
+        return ops.release(endpoint, self.lease)
 
-    def _activator(self, last: bool) -> Callable[[Device], dict]:
+    def _activator(self, last: bool) -> Callable[[Device, Endpoint], dict]:
         sha, keep = self.candidate.sha256, self.cfg.keep_versions
-        return lambda d: ops.activate(self._endpoint(d), sha, self.lease, keep, release=last)
+        return lambda d, endpoint: ops.activate(endpoint, sha, self.lease, keep, release=last)
 
-    def _roll_back(self, d: Device) -> dict:
-        return ops.rollback(self._endpoint(d), self.lease, allow_empty=True, release=True)
+    def _roll_back(self, d: Device, endpoint: Endpoint) -> dict:
+        return ops.rollback(endpoint, self.lease, allow_empty=True, release=True)
 
     # -- one wave ------------------------------------------------------------------------------
     def wave(self, number: int, wave: list[Device], last: bool) -> bool:
         """Install, measure, gate; activate the wave if it passes. False: the rollout must abort."""
+        passed = self.prepare(number, wave)
+        if self.waves[-1]["failure_percentage"] > self.cfg.max_failure_percentage:
+            self.waves[-1]["outcome"] = "aborted"
+            return False
+        self.activate(number, passed, last)
+        self.waves[-1]["outcome"] = "passed"
+        return True
+
+    def prepare(self, number: int, wave: list[Device]) -> list[Device]:
+        """Install, measure and gate ``wave`` (nothing activated); record the wave's failures.
+
+        Returns the devices that passed every gate (still leased, the candidate installed)."""
         sha, cfg = self.candidate.sha256, self.cfg
         for d in wave:
             self.devices[d.name] = {"device": d.name, "group": d.group, "wave": number, "decision": None}
@@ -182,8 +201,9 @@ class Rollout:
             }
         else:
             measured = self._step(
-                measure, self._measure, cfg.max_parallel_benchmarks, f"wave {number}: benchmark"
-            )
+                measure, self._measure, cfg.max_parallel_benchmarks, f"wave {number}: benchmark",
+                leased=False,
+            )  # fmt: skip
         passed, refused = [], []
         for d, data in self._ok(measure, measured):
             entry = self.devices[d.name]
@@ -200,33 +220,26 @@ class Rollout:
         for d in refused:
             if recorded[d.name].status == "failed":  # still refused; the lease lapses or is released below
                 self.devices[d.name]["record_error"] = recorded[d.name].error
-        failures = [d.name for d in wave if self._counts_as_failure(self.devices[d.name])]
-        share = 100 * len(failures) / len(wave)
+        failures = [d.name for d in wave if counts_as_failure(self.devices[d.name], cfg)]
         self.waves.append(
             {
                 "wave": number,
                 "devices": [d.name for d in wave],
                 "failed": failures,
-                "failure_percentage": share,
+                "failure_percentage": 100 * len(failures) / len(wave),
             }
         )
-        if share > cfg.max_failure_percentage:
-            self.waves[-1]["outcome"] = "aborted"
-            return False
+        return passed
+
+    def activate(self, number: int, passed: list[Device], last: bool) -> None:
+        """Make the candidate current on ``passed``; the last wave gives their leases back too."""
+        for d in passed:  # a task of a sharded release activates what another task installed
+            self.devices.setdefault(d.name, {"device": d.name, "group": d.group, "wave": number})
         activate = self._activator(last)
-        activations = self._step(passed, activate, cfg.max_parallel, f"wave {number}: activate", last)
+        activations = self._step(passed, activate, self.cfg.max_parallel, f"wave {number}: activate", last)
         for d, _ in self._ok(passed, activations):
             self.devices[d.name]["decision"] = "activated"
             self.activated.append(d)
-        self.waves[-1]["outcome"] = "passed"
-        return True
-
-    def _counts_as_failure(self, entry: dict[str, Any]) -> bool:
-        if entry["decision"] == "refused":
-            return True
-        if entry["decision"] != "failed":
-            return False
-        return self.cfg.unreachable_is_failure or entry.get("failure") != "unreachable"
 
     def abort(self, wave: list[Device]) -> None:
         """Nothing of the aborted wave is activated; every device earlier waves of this run
@@ -234,59 +247,95 @@ class Rollout:
         for d in wave:
             if self.devices[d.name]["decision"] == "passed":
                 self.devices[d.name].update(decision="not activated", reason="its wave was aborted")
-        back = self._step(self.activated, self._roll_back, self.cfg.max_parallel, "roll back", True)
-        for d in self.activated:
-            entry = self.devices[d.name]
+        self.roll_back(self.activated)
+
+    def roll_back(self, devices: list[Device]) -> None:
+        """Back to what each of ``devices`` ran before this rollout; their leases given back."""
+        back = self._step(devices, self._roll_back, self.cfg.max_parallel, "roll back", True)
+        for d in devices:
+            entry = self.devices.setdefault(d.name, {"device": d.name, "group": d.group})
             if back[d.name].status == "ok":
                 entry["decision"] = "rolled back"
                 entry["active_after"] = back[d.name].data["current"]
             else:
                 entry.update(decision="rollback failed", error=back[d.name].error)
 
-    def _give_back_leases(self, devices: list[Device]) -> None:
-        """Every lease still held (failed, not activated, activated in an earlier wave): released."""
+    def give_back_leases(self, devices: list[Device]) -> None:
+        """Every lease of ``devices`` still held (failed, not activated, activated in an earlier
+        wave): released."""
         held = [d for d in devices if d.name in self.keeper.held]
-        for o in for_each(held, self._release, self.cfg.max_parallel, "release leases"):
-            if o.status == "failed" and o.device in self.devices:
-                self.devices[o.device]["lease_error"] = o.error  # it lapses within lease_ttl
+        outcomes = self._step(held, self._release, self.cfg.max_parallel, "release leases", True)
+        for name, o in outcomes.items():
+            if o.status == "failed":
+                self.devices.setdefault(name, {"device": name})["lease_error"] = o.error  # it lapses
 
-    def run(self, devices: list[Device], on_wave: Callable[[int], None] | None = None) -> dict[str, Any]:
-        plan = plan_waves(devices, self.cfg.waves)
-        aborted = False
+    @contextmanager
+    def running(self) -> Iterator[Rollout]:
+        """Leases renewed while the body runs; every connection closed after it."""
         try:
             with self.keeper:
-                try:
-                    for number, wave in enumerate(plan, start=1):
-                        if not self.wave(number, wave, last=number == len(plan)):
-                            self.abort(wave)
-                            aborted = True
-                            break
-                        if on_wave is not None:
-                            on_wave(number)
-                finally:
-                    self._give_back_leases(devices)
+                yield self
         finally:
-            for endpoint in self.endpoints.values():
-                endpoint.close()
-        waved = {d.name for w in plan for d in w}
+            self.connections.close()
+
+    def entries(self, devices: list[Device]) -> list[dict[str, Any]]:
+        """Each device's record entry, with what reaching it cost (connections, commands, bytes)."""
+        out = []
         for d in devices:
-            if d.name not in waved:
-                self.devices[d.name] = {"device": d.name, "group": d.group, "decision": "not in any wave"}
-            elif d.name not in self.devices:
-                self.devices[d.name] = {"device": d.name, "group": d.group, "decision": "not reached"}
-        for name, entry in self.devices.items():
-            endpoint = self.endpoints.get(name)
+            entry = self.devices.get(d.name) or {
+                "device": d.name,
+                "group": d.group,
+                "decision": "not reached",
+            }
+            endpoint = self.connections.endpoints.get(d.name)
             if endpoint is not None:
                 c = endpoint.counters
                 entry.update(
                     ssh_connections=c.connections, remote_commands=c.commands, bytes_sent=c.bytes_sent
                 )
-        entries = [self.devices[d.name] for d in devices]
-        c = self.candidate  # bytes per device that received it (one that had it: 0)
-        shipping = {"model_bytes": c.size_bytes, "model_shipped_bytes": c.model_shipped_bytes,
-                    "shipped_bytes": c.shipped_bytes, "wire": list(c.wire)}  # fmt: skip
+            out.append(entry)
+        return out
+
+    def controller(self) -> dict[str, int]:
+        return {"connections_peak": self.connections.peak, "lease_renewals": self.keeper.renewals}
+
+    def run(self, devices: list[Device], on_wave: Callable[[int], None] | None = None) -> dict[str, Any]:
+        plan = plan_waves(devices, self.cfg.waves)
+        aborted = False
+        with self.running():
+            try:
+                for number, wave in enumerate(plan, start=1):
+                    if not self.wave(number, wave, last=number == len(plan)):
+                        self.abort(wave)
+                        aborted = True
+                        break
+                    if on_wave is not None:
+                        on_wave(number)
+            finally:
+                self.give_back_leases(devices)
+        waved = {d.name for w in plan for d in w}
+        for d in devices:
+            if d.name not in waved:
+                self.devices[d.name] = {"device": d.name, "group": d.group, "decision": "not in any wave"}
+        entries = self.entries(devices)
         return {"verdict": verdict(entries, aborted, bool(self.activated)), "rollout_id": self.lease.id,
-                "shipping": shipping, "waves": self.waves, "devices": entries}  # fmt: skip
+                "shipping": shipping(self.candidate), "waves": self.waves, "controller": self.controller(),
+                "devices": entries}  # fmt: skip
+
+
+def shipping(c: Candidate) -> dict[str, Any]:
+    """What each device that received the candidate was sent (one that had it: 0)."""
+    return {"model_bytes": c.size_bytes, "model_shipped_bytes": c.model_shipped_bytes,
+            "shipped_bytes": c.shipped_bytes, "wire": list(c.wire)}  # fmt: skip
+
+
+def counts_as_failure(entry: dict[str, Any], cfg: DeploymentParams) -> bool:
+    """A device's outcome counts against its wave's ``max_failure_percentage``."""
+    if entry["decision"] == "refused":
+        return True
+    if entry["decision"] != "failed":
+        return False
+    return cfg.unreachable_is_failure or entry.get("failure") != "unreachable"
 
 
 def verdict(entries: list[dict[str, Any]], aborted: bool, undid_activations: bool) -> str:

@@ -316,7 +316,7 @@ def _exec(
     deadline = time.monotonic() + limit
     channel = transport.open_session(timeout=limit)
     try:
-        channel.exec_command(command)
+        _start(channel, command)
         if feed is None:
             channel.shutdown_write()  # no stdin: a command that reads it sees EOF
         out, err = bytearray(), bytearray()
@@ -333,6 +333,10 @@ def _exec(
                 _send(channel, feed(first), deadline, counters)
                 feed = None
                 continue
+            if channel.closed and not channel.eof_received and not channel.recv_ready():
+                if not transport.is_active():
+                    raise EOFError("connection closed")
+                break  # closed without EOF on a live connection: the server refused the command (-1)
             if channel.eof_received and not channel.recv_ready() and not channel.recv_stderr_ready():
                 # all output is in; after EOF the channel always selects readable: wait, don't spin
                 if not channel.status_event.wait(remaining):
@@ -343,6 +347,19 @@ def _exec(
     finally:
         channel.close()
     return Result(code, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+def _start(channel: paramiko.Channel, command: str) -> None:
+    """``channel.exec_command(command)`` without waiting for the server's reply to the request, as
+    OpenSSH's client does: the command's output (or the channel closing, if the server refused
+    it) arrives one round trip sooner. The reply still comes and paramiko takes it as usual."""
+    m = paramiko.Message()
+    m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    m.add_int(channel.remote_chanid)
+    m.add_string("exec")
+    m.add_boolean(True)
+    m.add_string(command)
+    channel.transport._send_user_message(m)
 
 
 def _send(

@@ -29,27 +29,63 @@ def release_to_fleet(
 
     Returns the release record and the per-device benchmark report.
     """
+    spec = release_spec(model_file, validated, fleet, model_input, deployment)
     cfg = config.parse(config.DeploymentParams, deployment, "deployment")
-    version = model_file.version
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if spec is None:
+        return skipped(model_file.version)
+    with temporary_folder() as tmp:
+        candidate = spec_candidate(spec, Path(tmp))
+        outcome = staged_rollout(fleet, candidate, spec["reference"], cfg, fleet.select(spec["devices"]))
+    return release_reports(outcome, spec, cfg)
+
+
+def release_spec(
+    model_file: ModelFile,
+    validated: dict[str, Any],
+    fleet: Fleet,
+    model_input: dict[str, np.ndarray],
+    deployment: dict,
+) -> dict[str, Any] | None:
+    """What a release ships, to whom and what the device's outputs must match, as plain data
+    (a sharded release hands it to every task); None when deployment is disabled."""
+    cfg = config.parse(config.DeploymentParams, deployment, "deployment")
     if not cfg.enabled:
-        skipped = {"verdict": "skipped", "candidate": version, "created_utc": now, "waves": [], "devices": []}
-        return skipped, report.benchmarks(version, [])
+        return None
+    version = model_file.version
     validated_sha = (validated.get("model") or {}).get("sha256")
     if validated_sha != version["sha256"]:
         raise GateError(
             f"{version['path']} (sha256 {version['sha256'][:12]}) is not the model that passed validation "
             f"({(validated_sha or 'none')[:12]}): run the validation pipeline first"
         )
-    devices = fleet.select(cfg.devices, cfg.group)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     parity_inputs = data.Splits(model_input).x("test")[: cfg.parity_samples]
-    reference = evaluate.ort_predict(evaluate.session(model_file.data), parity_inputs)
-    manifest = {"model": version, "validation": validated.get("figures"), "created_utc": now}
-    with temporary_folder() as tmp:
-        candidate = Candidate.prepare(model_file.data, manifest, parity_inputs, Path(tmp), cfg.codec)
-        outcome = staged_rollout(fleet, candidate, reference, cfg, devices)
-    record = report.release_record(outcome, version, now, cfg)
-    return record, report.benchmarks(version, outcome["devices"])
+    return {
+        "model": model_file.data, "version": version, "created_utc": now, "codec": cfg.codec,
+        "manifest": {"model": version, "validation": validated.get("figures"), "created_utc": now},
+        "parity": parity_inputs,
+        "reference": evaluate.ort_predict(evaluate.session(model_file.data), parity_inputs),
+        "devices": [d.name for d in fleet.select(cfg.devices, cfg.group)],
+    }  # fmt: skip
+
+
+def spec_candidate(spec: dict[str, Any], folder: Path) -> Candidate:
+    """The spec's candidate files in ``folder`` (the same bytes, so the same sha256, in every task)."""
+    return Candidate.prepare(spec["model"], spec["manifest"], spec["parity"], folder, spec["codec"])
+
+
+def skipped(version: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record = {"verdict": "skipped", "candidate": version, "created_utc": now, "waves": [], "devices": []}
+    return record, report.benchmarks(version, [])
+
+
+def release_reports(
+    outcome: dict[str, Any], spec: dict[str, Any], cfg: config.DeploymentParams
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """release.json and the per-device benchmark report of a rollout's outcome."""
+    record = report.release_record(outcome, spec["version"], spec["created_utc"], cfg)
+    return record, report.benchmarks(spec["version"], outcome["devices"])
 
 
 def plot_device_latency(benchmarks: dict[str, Any]) -> Figure:
