@@ -12,6 +12,8 @@ from pathlib import Path
 import dagster as dg
 from kedro_dagster import KedroProjectTranslator
 
+from pipelines import sharded_release
+
 translator = KedroProjectTranslator(
     env=os.environ.get("KEDRO_ENV", "local"), project_path=Path(__file__).resolve().parents[1]
 )
@@ -42,7 +44,8 @@ default_loggers = {
 defs = dg.Definitions(
     assets=list(dagster_code_location.named_assets.values()),
     resources=resources,
-    jobs=list(dagster_code_location.named_jobs.values()),
+    # the pipelines' jobs, and the deployment as a release sharded into batches (sharded_release.py)
+    jobs=[*dagster_code_location.named_jobs.values(), sharded_release.job()],
     schedules=list(dagster_code_location.named_schedules.values()),
     sensors=list(dagster_code_location.named_sensors.values()),
     loggers=default_loggers,

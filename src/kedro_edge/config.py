@@ -275,6 +275,8 @@ class DeploymentParams(_Strict):
     max_parallel_benchmarks: int = Field(1, ge=1)  # devices measuring at once (shared hosts: 1)
     # SSH connections a rollout keeps open between steps; beyond it the least recently used close
     max_open_connections: int = Field(256, ge=1)
+    # devices per task when a release is sharded over controllers (kedro_edge.fleet.shard)
+    shard_size: int = Field(1000, ge=1, le=1000)
     parity_samples: int = Field(32, ge=1)  # test images whose outputs device and host compare
     trust_new_host_keys: bool = False  # opt-in: accept and record keys not in known_hosts
     waves: list[Wave] = Field(default_factory=lambda: [1, "25%", "100%"], min_length=1)  # per group

@@ -8,6 +8,7 @@ it produces must be byte for byte the one `kedro run` produces from the same con
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from pipelines.pipeline_registry import register_pipelines
+from tests.conftest import needs_sshd
 from tests.pipelines.project import copy_project, env, kedro, sha
 
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="kedro-dagster 0.8.1 needs Python 3.11+")
@@ -91,3 +93,68 @@ def test_every_step_ran_in_a_process_of_its_own(dagster_run):
 def test_the_model_is_byte_identical_to_kedro_runs(dagster_run, kedro_model):
     project, _ = dagster_run
     assert sha(project / MODEL) == kedro_model
+
+
+# --- the deployment as a sharded release: each wave's batches as steps ---------------------------
+SHARDED = {
+    "deployment": {"waves": [1, "100%"], "shard_size": 2, "regression": {"enabled": False, "blocks": 3}}
+}
+FLEET = ["d0", "d1", "d2", "d3", "d4"]
+
+
+@pytest.fixture(scope="module")
+def sharded_release(dagster_run, tmp_path_factory):
+    """The model job's project, its devices.yml a loopback fleet of 5 real sshd, released by the
+    sharded job: the run's step events, and the fleet (still running)."""
+    from kedro_edge.testing import start_fleet
+
+    project, _ = dagster_run
+    with start_fleet(tmp_path_factory.mktemp("fleet"), FLEET, port=0) as fleet:
+        devices = yaml.safe_load(fleet.devices_yml.read_text())
+        devices["groups"]["loopback"].update({"warmup": 0, "min_runs": 20, "min_seconds": 0.0})
+        (project / "devices.yml").write_text(yaml.safe_dump(devices))
+        (project / "conf" / "local" / "parameters_deployment.yml").write_text(yaml.safe_dump(SHARDED))
+        yield run_job(project, tmp_path_factory.mktemp("dagster_home"), "local__sharded_release"), fleet
+
+
+def run_job(project: Path, home: Path, job: str) -> list:
+    """`dagster job execute` of ``job`` in ``project``: the run's Dagster events (it must succeed)."""
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    (home / "dagster.yaml").write_text(instance_yaml(home))
+    dagster = Path(sys.executable).parent / "dagster"
+    cmd = [dagster, "job", "execute", "-m", "pipelines.definitions", "-d", project, "-j", job]
+    environment = {**env(), "DAGSTER_HOME": str(home), "KEDRO_ENV": "local"}
+    result = subprocess.run(cmd, cwd=project, env=environment, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (record,) = DagsterInstance.from_config(str(home)).get_run_records()
+    assert (record.dagster_run.job_name, record.dagster_run.status) == (job, DagsterRunStatus.SUCCESS)
+    logs = DagsterInstance.from_config(str(home)).all_logs(record.dagster_run.run_id)
+    return [e.dagster_event for e in logs if e.is_dagster_event]
+
+
+@needs_sshd
+def test_a_sharded_release_runs_each_batch_as_a_step_and_writes_one_record(dagster_run, sharded_release):
+    project, _ = dagster_run
+    events, fleet = sharded_release
+    steps = started(events)
+    # wave 1: one batch (the canary); wave 2: the other four devices in two batches of 2
+    assert sorted(s for s in steps if s.startswith(("wave1_prepare", "wave2_prepare"))) == [
+        "wave1_prepare[batch0]", "wave2_prepare[batch0]", "wave2_prepare[batch1]",
+    ]  # fmt: skip
+    assert len(set(steps.values())) == len(steps), "two steps shared a process"
+    record = json.loads((project / "data" / "08_reporting" / "release.json").read_text())
+    assert record["verdict"] == "released"
+    assert [(w["wave"], w["batches"], w["outcome"]) for w in record["waves"]] == [
+        (1, 1, "passed"),
+        (2, 2, "passed"),
+    ]
+    assert {d["device"]: d["decision"] for d in record["devices"]} == dict.fromkeys(FLEET, "activated")
+    model = sha(project / MODEL)
+    for name in FLEET:  # the bytes each device would load now are the model, under one rollout id
+        workdir = fleet.device(name)["workdir"]
+        assert sha(workdir / "current" / "model.onnx") == model
+        last = json.loads((workdir / "history").read_text().splitlines()[-1])
+        assert (last["event"], last["rollout"]) == ("released", record["rollout_id"])
+        assert not (workdir / ".rollout").exists(), f"{name}: a lease was left behind"
+    assert (project / "data" / "08_reporting" / "release.md").is_file()

@@ -153,6 +153,54 @@ def merge(
     }  # fmt: skip
 
 
+def start() -> dict[str, Any]:
+    """The state a sharded release carries from task to task (plain data)."""
+    return {"waves": [], "results": [], "activated": [], "aborted": False}
+
+
+def wave_batches(state: dict[str, Any], batches: Batches, number: int) -> list[list[str]]:
+    """Wave ``number``'s batches to prepare; none once the release aborted or past its last wave."""
+    return [] if state["aborted"] or number > len(batches) else batches[number - 1]
+
+
+def after_prepare(
+    state: dict[str, Any], number: int, prepared: list[dict[str, Any]], cfg: DeploymentParams
+) -> tuple[dict[str, Any], list[list[str]]]:
+    """Decide wave ``number`` from its prepared batches; the batches to activate (none: aborted)."""
+    if not prepared:  # the release aborted earlier, or has fewer waves
+        return state, []
+    state = {**state, "results": state["results"] + prepared}
+    state["waves"] = state["waves"] + [decide_wave(number, prepared, cfg)]
+    if state["waves"][-1]["outcome"] == "aborted":
+        waiting = [passed_in(b) for b in prepared]
+        state["aborted"] = True
+        state["results"] = state["results"] + [_not_activated(b) for b in waiting]
+        state["waiting"] = [n for b in waiting for n in b]
+        return state, []
+    return state, [passed_in(b) for b in prepared]
+
+
+def after_activate(state: dict[str, Any], done: list[dict[str, Any]]) -> dict[str, Any]:
+    on = [e["device"] for r in done for e in r["entries"] if e["decision"] == "activated"]
+    return {**state, "results": state["results"] + done, "activated": state["activated"] + on}
+
+
+def closing(state: dict[str, Any], batches: Batches, batch_size: int) -> list[tuple[str, list[str]]]:
+    """The last tasks: on an abort, roll back what earlier waves activated and give back the
+    aborted wave's leases; otherwise give back the leases earlier waves kept."""
+    if state["aborted"]:
+        tasks = [("roll_back", b) for b in _cut(state["activated"], batch_size)]
+        return tasks + [("release", b) for b in _cut(state.get("waiting", []), batch_size)]
+    last = {name for b in batches[-1] for name in b} if batches else set()
+    early = [n for n in state["activated"] if n not in last]
+    return [("release", b) for b in _cut(early, batch_size)]
+
+
+def close_batch(release: Release, task: tuple[str, list[str]]) -> dict[str, Any]:
+    kind, names = task
+    return roll_back_batch(release, names) if kind == "roll_back" else release_batch(release, names)
+
+
 Runner = Callable[[Callable[..., dict[str, Any]], list[tuple]], list[dict[str, Any]]]
 
 
@@ -166,27 +214,14 @@ def sharded_rollout(
     """The whole release as its tasks, each wave's batches through ``run`` (one by one here; an
     orchestrator runs them at once on its workers). Returns the merged release record."""
     batches = plan(release.fleet, names, release.cfg.waves, batch_size)
-    waves: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
-    activated: list[str] = []
-    for number, wave in enumerate(batches, start=1):
+    state = start()
+    for number in range(1, len(batches) + 1):
         last = number == len(batches)
-        prepared = run(prepare_batch, [(release, number, b) for b in wave])
-        results += prepared
-        waves.append(decide_wave(number, prepared, release.cfg))
-        if waves[-1]["outcome"] == "aborted":
-            waiting = [passed_in(b) for b in prepared]
-            results += [_not_activated(b) for b in waiting]
-            results += run(release_batch, [(release, b) for b in waiting if b])
-            results += run(roll_back_batch, [(release, b) for b in _cut(activated, batch_size)])
-            break
-        done = run(activate_batch, [(release, number, passed_in(b), last) for b in prepared])
-        results += done
-        activated += [e["device"] for r in done for e in r["entries"] if e["decision"] == "activated"]
-    else:
-        early = [n for n in activated if n not in {name for b in batches[-1] for name in b}]
-        results += run(release_batch, [(release, b) for b in _cut(early, batch_size)])
-    return merge(release, names, waves, results)
+        prepared = run(prepare_batch, [(release, number, b) for b in wave_batches(state, batches, number)])
+        state, ready = after_prepare(state, number, prepared, release.cfg)
+        state = after_activate(state, run(activate_batch, [(release, number, b, last) for b in ready]))
+    closed = run(close_batch, [(release, task) for task in closing(state, batches, batch_size)])
+    return merge(release, names, state["waves"], state["results"] + closed)
 
 
 def _not_activated(names: list[str]) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from matplotlib.figure import Figure
 
 from kedro_edge import config, data, evaluate, plots
 from kedro_edge.errors import GateError
-from kedro_edge.fleet import report
+from kedro_edge.fleet import report, shard
 from kedro_edge.fleet.candidate import Candidate, temporary_folder
 from kedro_edge.fleet.inventory import Fleet
 from kedro_edge.fleet.rollout import staged_rollout
@@ -72,6 +74,49 @@ def release_spec(
 def spec_candidate(spec: dict[str, Any], folder: Path) -> Candidate:
     """The spec's candidate files in ``folder`` (the same bytes, so the same sha256, in every task)."""
     return Candidate.prepare(spec["model"], spec["manifest"], spec["parity"], folder, spec["codec"])
+
+
+@contextmanager
+def shard_release(plan: dict[str, Any]) -> Iterator[shard.Release]:
+    """One task's view of a sharded release (``sharded_release_plan``): the candidate's files
+    made again in a temporary folder, the same bytes in every task."""
+    cfg = config.parse(config.DeploymentParams, plan["deployment"], "deployment")
+    with temporary_folder() as tmp:
+        candidate = spec_candidate(plan["spec"], Path(tmp))
+        yield shard.Release(plan["fleet"], candidate, plan["spec"]["reference"], cfg, plan["rollout_id"])
+
+
+def sharded_release_plan(
+    model_file: ModelFile,
+    validated: dict[str, Any],
+    fleet: Fleet,
+    model_input: dict[str, np.ndarray],
+    deployment: dict,
+    rollout_id: str,
+) -> dict[str, Any] | None:
+    """Everything the tasks of a sharded release share, as plain data: the release spec, the
+    fleet, the parameters, the rollout id and each wave's batches; None when deployment is off."""
+    spec = release_spec(model_file, validated, fleet, model_input, deployment)
+    if spec is None:
+        return None
+    cfg = config.parse(config.DeploymentParams, deployment, "deployment")
+    batches = shard.plan(fleet, spec["devices"], cfg.waves, cfg.shard_size)
+    return {
+        "spec": spec,
+        "fleet": fleet,
+        "deployment": deployment,
+        "rollout_id": rollout_id,
+        "batches": batches,
+    }
+
+
+def sharded_release_reports(
+    plan: dict[str, Any], state: dict[str, Any], closed: list[dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """release.json and the benchmark report of a sharded release: its tasks' results merged."""
+    with shard_release(plan) as release:
+        outcome = shard.merge(release, plan["spec"]["devices"], state["waves"], state["results"] + closed)
+        return release_reports(outcome, plan["spec"], release.cfg)
 
 
 def skipped(version: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
