@@ -9,7 +9,8 @@ least the rollout allows (regression gate off, warmup 0, one run), so what is me
 shipping machinery, and each device is benchmarked in the command that installs it
 (``max_parallel_benchmarks = max_parallel``: each device is its own hardware).
 
-1. **All N devices, one controller** at ``max_parallel`` 16 (the default) and 64: wall time;
+1. **All N devices, one controller** at ``max_parallel`` 16 and 64 (the default), and at 32 with
+   ``max_open_connections`` 32 (the bound at work: connections closed and opened again): wall time;
    controller CPU per device (``time.process_time``: every thread of this process); peak
    threads, open file descriptors, resident memory and open SSH connections, sampled every 100
    ms (the sampler's own CPU taken out; the rollout keeps at most ``max_open_connections``
@@ -80,6 +81,7 @@ DELAY_MS = 25.0  # each way
 RTT_S = 2 * DELAY_MS / 1000
 TARGET_DEVICES, TARGET_S = 10_000, 600.0
 PARALLELS = (16, 64)
+BOUNDED = 32  # a run with max_parallel = max_open_connections = 32: the bound, and what it costs
 PROJECT_AT = (16, 64, 128, 256)
 REPEATS = 3
 WAVES: list[int | str] = [1, "25%", "100%"]
@@ -87,10 +89,10 @@ Row = dict[str, Any]
 
 
 def cfg(parallel: int, **extra: Any) -> DeploymentParams:
+    extra = {"max_open_connections": max(256, parallel), **extra}
     return DeploymentParams(
         waves=WAVES, max_parallel=parallel, max_parallel_benchmarks=parallel, lock_timeout=30,
-        regression=RegressionParams(enabled=False, blocks=3), parity_samples=8,
-        max_open_connections=max(256, parallel), **extra,
+        regression=RegressionParams(enabled=False, blocks=3), parity_samples=8, **extra,
     )  # fmt: skip
 
 
@@ -143,7 +145,8 @@ def rollout(registry: Fleet, names: list[str], model: Any, config: DeploymentPar
         k: sum(e.get(k, 0) for e in entries) / n for k in ("ssh_connections", "remote_commands", "bytes_sent")
     }
     return {
-        "devices": n, "parallel": config.max_parallel, "wall_s": wall, "cpu_ms_per_device": 1000 * cpu / n,
+        "devices": n, "parallel": config.max_parallel, "max_open_connections": config.max_open_connections,
+        "wall_s": wall, "cpu_ms_per_device": 1000 * cpu / n,
         "verdict": record["verdict"], "failed": len(bad),
         "peak_threads": sampler.peak["threads"], "peak_fds": sampler.peak["fds"],
         "peak_rss_mib": sampler.peak["rss_mib"], "rss_baseline_mib": baseline,
@@ -249,10 +252,11 @@ def main() -> int:
             with phase(f"first contact: the agent to all {n} devices (outside the figures)"):
                 first = rollout(registry, names, model, cfg(64))
             scale: list[Row] = []
-            for parallel in PARALLELS:
-                with phase(f"a fresh version to {n} devices, {parallel} at a time"):
+            settings = [(p, max(256, p)) for p in PARALLELS] + [(BOUNDED, BOUNDED)]
+            for parallel, connections in settings:
+                with phase(f"a fresh version to {n} devices, {parallel} at a time, <= {connections} open"):
                     before = device_cpu(loopback, registry.devices)
-                    row = rollout(registry, names, model, cfg(parallel))
+                    row = rollout(registry, names, model, cfg(parallel, max_open_connections=connections))
                     row["device_cpu_s"] = device_cpu(loopback, registry.devices) - before
                     scale.append(row)
                     console.print(f"    {_brief(row)}")
@@ -277,7 +281,7 @@ def main() -> int:
                 check_parallel = max(1, subset // 2)
                 with phase(f"model check: {subset} delayed devices, {check_parallel} at a time"):
                     check = rollout(proxied, few, model, cfg(check_parallel))
-            cpu_ms = statistics.median(r["cpu_ms_per_device"] for r in scale)
+            cpu_ms = statistics.median(r["cpu_ms_per_device"] for r in scale[: len(PARALLELS)])
             predicted = project(subset, check_parallel, steps["delayed"], 0.0)["latency_bound_s"]
             projections = [project(TARGET_DEVICES, p, steps["delayed"], cpu_ms) for p in PROJECT_AT]
     report = {
@@ -324,13 +328,14 @@ def print_report(report: Row) -> None:
     table = Table(
         title=f"One controller, {report['settings']['devices']} loopback sshd devices (default waves)"
     )
-    cols = ("max_parallel", "wall s", "controller CPU ms/dev", "peak conns", "peak threads", "peak fds",
-            "peak RSS MiB", "conn/dev", "commands/dev", "bytes/dev", "verdict")  # fmt: skip
+    cols = ("max_parallel", "max open", "wall s", "controller CPU ms/dev", "peak conns", "peak threads",
+            "peak fds", "peak RSS MiB", "conn/dev", "commands/dev", "bytes/dev", "verdict")  # fmt: skip
     for c in cols:
         table.add_column(c, justify="right")
     for r in report["scale"]:
         table.add_row(
-            str(r["parallel"]), f"{r['wall_s']:.1f}", f"{r['cpu_ms_per_device']:.1f}",
+            str(r["parallel"]), str(r["max_open_connections"]), f"{r['wall_s']:.1f}",
+            f"{r['cpu_ms_per_device']:.1f}",
             str(r["peak_connections"]),
             str(r["peak_threads"]), str(r["peak_fds"]), f"{r['peak_rss_mib']:.0f}",
             f"{r['ssh_connections_per_device']:.2f}", f"{r['remote_commands_per_device']:.2f}",

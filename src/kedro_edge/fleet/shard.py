@@ -22,8 +22,12 @@ installed it took. Between two tasks nothing renews a lease: a wave's activation
 within ``lease_ttl`` of its installation (a lapsed lease that nobody took is simply taken
 again; one another rollout took makes that device fail, as it should).
 
-``sharded_rollout`` runs the same tasks in order in this process: the reference for what an
-orchestrator's run must give (README, "Orchestrator: Dagster", has the Dagster job).
+Between tasks a release carries a small ``state`` (plain data): ``start``, then per wave
+``wave_batches`` -> ``prepare_batch`` per batch -> ``after_prepare`` (the decision and the
+batches to activate) -> ``activate_batch`` per batch -> ``after_activate``; then ``closing``
+-> ``close_batch`` per task -> ``merge``. ``sharded_rollout`` runs exactly that in this
+process, one task after another; ``pipelines/sharded_release.py`` runs it as a Dagster job,
+each task a step.
 """
 
 from __future__ import annotations
