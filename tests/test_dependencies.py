@@ -24,7 +24,7 @@ NOT_IMPORTED = {
     "dagster-dg-cli": "the `dg` command, behind `kedro dagster dev`",
 }
 # files of the project that only an extra's users import, with that extra
-EXTRA_FILES = {"pipelines/definitions.py": "dagster"}
+EXTRA_FILES = {"pipelines/definitions.py": "dagster", "pipelines/sharded_release.py": "dagster"}
 
 
 def norm(name: str) -> str:
