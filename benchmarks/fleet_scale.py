@@ -296,11 +296,12 @@ def main() -> int:
         "model_check": {"parallel": check_parallel, "predicted_s": predicted, "measured_s": check["wall_s"]},
         "projection": projections,
     }  # fmt: skip
-    chosen = next((p for p in projections if p["projected_s"] <= TARGET_S), projections[-1])
+    default = DeploymentParams().max_parallel
+    chosen = next(p for p in projections if p["parallel"] == default)
     report["target"] = {
         "description": f"{TARGET_DEVICES:,} devices at {2 * DELAY_MS:g} ms RTT from one controller <= "
-        f"{TARGET_S / 60:g} min (projected, smallest max_parallel that meets it)",
-        "parallel": chosen["parallel"], "measured": chosen["projected_s"], "threshold": TARGET_S,
+        f"{TARGET_S / 60:g} min (projected, at the default max_parallel)",
+        "parallel": default, "measured": chosen["projected_s"], "threshold": TARGET_S,
         "passed": chosen["projected_s"] <= TARGET_S,
     }  # fmt: skip
     print_report(report)
