@@ -114,7 +114,8 @@ class Fleet(_Strict):
             missing = [n for n in names if n not in known]
             if missing:
                 raise ConfigError(f"devices.yml: no device named '{missing[0]}'")
-            chosen = [d for d in chosen if d.name in names]
+            wanted = set(names)
+            chosen = [d for d in chosen if d.name in wanted]
         if group:
             if group not in self.groups:
                 raise ConfigError(f"devices.yml: no group named '{group}'")

@@ -73,6 +73,7 @@ class Rollout:
         self.lease = lease.Lease(lease_id, cfg.lease_ttl, cfg.lock_timeout)
         root, trust = Path(fleet.root), cfg.trust_new_host_keys
         self.connections = Connections(root, trust, cfg.max_open_connections)
+        self.by_name = {d.name: d for d in fleet.devices}  # the keeper renews by name
         self.devices: dict[str, dict[str, Any]] = {}  # name -> record entry
         self.activated: list[Device] = []
         self.waves: list[dict[str, Any]] = []  # what each wave did, for the record
@@ -80,7 +81,7 @@ class Rollout:
 
     # -- plumbing ----------------------------------------------------------------------------
     def _renew(self, name: str) -> None:
-        with self.connections.use(self.connections.endpoints[name].device) as endpoint:
+        with self.connections.use(self.by_name[name]) as endpoint:
             ops.renew(endpoint, self.lease)
 
     def _step(
