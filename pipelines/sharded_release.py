@@ -38,7 +38,8 @@ ENV = os.environ.get("KEDRO_ENV", "local")
 def kedro_context() -> KedroContext:
     """This process's Kedro context (the catalog and the parameters of ``KEDRO_ENV``)."""
     bootstrap_project(PROJECT)
-    return KedroSession.create(project_path=PROJECT, env=ENV).load_context()
+    with KedroSession.create(project_path=PROJECT, env=ENV) as session:
+        return session.load_context()
 
 
 def _cfg(plan: dict[str, Any]) -> config.DeploymentParams:
