@@ -18,7 +18,6 @@ parameters when the code location loads.
 import functools
 import os
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 from kedro.framework.context import KedroContext
@@ -40,10 +39,6 @@ def kedro_context() -> KedroContext:
     bootstrap_project(PROJECT)
     with KedroSession.create(project_path=PROJECT, env=ENV) as session:
         return session.load_context()
-
-
-def _cfg(plan: dict[str, Any]) -> config.DeploymentParams:
-    return config.parse(config.DeploymentParams, plan["deployment"], "deployment")
 
 
 @dg.op(out={"plan": dg.Out(), "state": dg.Out()})
@@ -76,7 +71,7 @@ def wave_ops(number: int) -> tuple[dg.OpDefinition, ...]:
 
     @dg.op(name=f"wave{number}_decide", out={"state": dg.Out(), "ready": dg.DynamicOut()})
     def decide(context: dg.OpExecutionContext, plan: dict, state: dict, prepared: list):
-        state, ready = shard.after_prepare(state, number, prepared, _cfg(plan))
+        state, ready = shard.after_prepare(state, number, prepared, plan["cfg"])
         if prepared:
             wave = state["waves"][-1]
             context.log.info(f"wave {number}: {wave['outcome']}, failed {wave['failed']}")
@@ -98,7 +93,7 @@ def wave_ops(number: int) -> tuple[dg.OpDefinition, ...]:
 
 @dg.op(out=dg.DynamicOut())
 def shard_closing(plan: dict, state: dict):
-    tasks = shard.closing(state, plan["batches"], _cfg(plan).shard_size)
+    tasks = shard.closing(state, plan["batches"], plan["cfg"].shard_size)
     for i, task in enumerate(tasks):
         yield dg.DynamicOutput(task, mapping_key=f"{task[0]}{i}")
 

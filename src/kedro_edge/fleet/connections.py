@@ -51,6 +51,8 @@ class Connections:
 
     def _evict(self) -> None:
         """Close least recently used idle connections until ``limit`` are open (busy ones stay)."""
+        if len(self._open) <= self.limit:
+            return
         for name in list(self._open):
             if len(self._open) <= self.limit:
                 return

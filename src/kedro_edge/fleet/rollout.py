@@ -264,7 +264,8 @@ class Rollout:
     def give_back_leases(self, devices: list[Device]) -> None:
         """Every lease of ``devices`` still held (failed, not activated, activated in an earlier
         wave): released."""
-        held = [d for d in devices if d.name in self.keeper.held]
+        leased = self.keeper.held  # a copy: taken once
+        held = [d for d in devices if d.name in leased]
         outcomes = self._step(held, self._release, self.cfg.max_parallel, "release leases", True)
         for name, o in outcomes.items():
             if o.status == "failed":

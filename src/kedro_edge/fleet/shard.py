@@ -32,7 +32,6 @@ each task a step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,26 +204,17 @@ def close_batch(release: Release, task: tuple[str, list[str]]) -> dict[str, Any]
     return roll_back_batch(release, names) if kind == "roll_back" else release_batch(release, names)
 
 
-Runner = Callable[[Callable[..., dict[str, Any]], list[tuple]], list[dict[str, Any]]]
-
-
-def serially(task: Callable[..., dict[str, Any]], calls: list[tuple]) -> list[dict[str, Any]]:
-    return [task(*args) for args in calls]
-
-
-def sharded_rollout(
-    release: Release, names: list[str], batch_size: int = MAX_BATCH, run: Runner = serially
-) -> dict[str, Any]:
-    """The whole release as its tasks, each wave's batches through ``run`` (one by one here; an
-    orchestrator runs them at once on its workers). Returns the merged release record."""
+def sharded_rollout(release: Release, names: list[str], batch_size: int = MAX_BATCH) -> dict[str, Any]:
+    """The whole release as its tasks, one after another in this process (an orchestrator runs
+    each wave's batches at once on its workers). Returns the merged release record."""
     batches = plan(release.fleet, names, release.cfg.waves, batch_size)
     state = start()
     for number in range(1, len(batches) + 1):
         last = number == len(batches)
-        prepared = run(prepare_batch, [(release, number, b) for b in wave_batches(state, batches, number)])
+        prepared = [prepare_batch(release, number, b) for b in wave_batches(state, batches, number)]
         state, ready = after_prepare(state, number, prepared, release.cfg)
-        state = after_activate(state, run(activate_batch, [(release, number, b, last) for b in ready]))
-    closed = run(close_batch, [(release, task) for task in closing(state, batches, batch_size)])
+        state = after_activate(state, [activate_batch(release, number, b, last) for b in ready])
+    closed = [close_batch(release, task) for task in closing(state, batches, batch_size)]
     return merge(release, names, state["waves"], state["results"] + closed)
 
 

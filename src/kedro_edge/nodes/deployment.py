@@ -31,10 +31,10 @@ def release_to_fleet(
 
     Returns the release record and the per-device benchmark report.
     """
-    spec = release_spec(model_file, validated, fleet, model_input, deployment)
     cfg = config.parse(config.DeploymentParams, deployment, "deployment")
-    if spec is None:
+    if not cfg.enabled:
         return skipped(model_file.version)
+    spec = release_spec(model_file, validated, fleet, model_input, cfg)
     with temporary_folder() as tmp:
         candidate = spec_candidate(spec, Path(tmp))
         outcome = staged_rollout(fleet, candidate, spec["reference"], cfg, fleet.select(spec["devices"]))
@@ -46,13 +46,10 @@ def release_spec(
     validated: dict[str, Any],
     fleet: Fleet,
     model_input: dict[str, np.ndarray],
-    deployment: dict,
-) -> dict[str, Any] | None:
+    cfg: config.DeploymentParams,
+) -> dict[str, Any]:
     """What a release ships, to whom and what the device's outputs must match, as plain data
-    (a sharded release hands it to every task); None when deployment is disabled."""
-    cfg = config.parse(config.DeploymentParams, deployment, "deployment")
-    if not cfg.enabled:
-        return None
+    (a sharded release hands it to every task)."""
     version = model_file.version
     validated_sha = (validated.get("model") or {}).get("sha256")
     if validated_sha != version["sha256"]:
@@ -80,10 +77,10 @@ def spec_candidate(spec: dict[str, Any], folder: Path) -> Candidate:
 def shard_release(plan: dict[str, Any]) -> Iterator[shard.Release]:
     """One task's view of a sharded release (``sharded_release_plan``): the candidate's files
     made again in a temporary folder, the same bytes in every task."""
-    cfg = config.parse(config.DeploymentParams, plan["deployment"], "deployment")
     with temporary_folder() as tmp:
         candidate = spec_candidate(plan["spec"], Path(tmp))
-        yield shard.Release(plan["fleet"], candidate, plan["spec"]["reference"], cfg, plan["rollout_id"])
+        spec = plan["spec"]
+        yield shard.Release(plan["fleet"], candidate, spec["reference"], plan["cfg"], plan["rollout_id"])
 
 
 def sharded_release_plan(
@@ -95,19 +92,14 @@ def sharded_release_plan(
     rollout_id: str,
 ) -> dict[str, Any] | None:
     """Everything the tasks of a sharded release share, as plain data: the release spec, the
-    fleet, the parameters, the rollout id and each wave's batches; None when deployment is off."""
-    spec = release_spec(model_file, validated, fleet, model_input, deployment)
-    if spec is None:
-        return None
+    fleet, the parsed parameters, the rollout id and each wave's batches; None when deployment
+    is off."""
     cfg = config.parse(config.DeploymentParams, deployment, "deployment")
+    if not cfg.enabled:
+        return None
+    spec = release_spec(model_file, validated, fleet, model_input, cfg)
     batches = shard.plan(fleet, spec["devices"], cfg.waves, cfg.shard_size)
-    return {
-        "spec": spec,
-        "fleet": fleet,
-        "deployment": deployment,
-        "rollout_id": rollout_id,
-        "batches": batches,
-    }
+    return {"spec": spec, "fleet": fleet, "cfg": cfg, "rollout_id": rollout_id, "batches": batches}
 
 
 def sharded_release_reports(
@@ -116,7 +108,7 @@ def sharded_release_reports(
     """release.json and the benchmark report of a sharded release: its tasks' results merged."""
     with shard_release(plan) as release:
         outcome = shard.merge(release, plan["spec"]["devices"], state["waves"], state["results"] + closed)
-        return release_reports(outcome, plan["spec"], release.cfg)
+    return release_reports(outcome, plan["spec"], plan["cfg"])
 
 
 def skipped(version: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -102,7 +102,8 @@ async def _pump(
     try:
         while True:
             data = await reader.read(CHUNK)
-            link.saw(direction, len(data)) if data else None
+            if data:
+                link.saw(direction, len(data))
             queue.put_nowait((loop.time() + delay, data))
             if not data:
                 break
