@@ -3,7 +3,7 @@
 Trains (or loads) an FP32 teacher on the default task (the generated glyphs of
 ``conf/base/catalog.yml``'s ``raw_images``, split with ``parameters.data``) with the shipped
 ``conf/base`` parameters, builds fourteen ONNX models from it and runs every one of them through
-ONNX Runtime the same way (``kedro_edge.evaluate.evaluate_stage``). Every candidate of this
+ONNX Runtime the same way (``kedro_edge.evaluation.stage.evaluate_stage``). Every candidate of this
 project is built with the pipeline's own node functions (``kedro_edge.nodes``); a variant's
 parameters are a deep copy of the parsed ones with dotted keys set (``variant``).
 
@@ -11,7 +11,7 @@ Alone, on the teacher (each technique's peer):
 
 - ``fp32``                   the FP32 teacher exported to ONNX;
 - ``ort_int8_only``          ONNX Runtime ``quantize_static`` of the teacher alone
-                             (``export.quantize_int8``, the pipeline's ``compression.quantize``);
+                             (``ptq.quantize_int8``, the pipeline's ``compression.quantize``);
 - ``nncf_ptq``               OpenVINO NNCF ``nncf.quantize`` on the teacher's ``onnx.ModelProto``,
                              calibrated on the pipeline's calibration images (NNCF defaults);
 - ``nncf_accuracy_control``  ``nncf.quantize_with_accuracy_control`` on the same, allowed the
@@ -40,7 +40,7 @@ switches on what they leave off, ``-cluster`` switches off what they have on (``
 - ``kedro_edge+mixed``       the same student exported with ``quantize.exclude: auto``;
 - ``kedro_edge+cluster+mixed``  the clustered student exported with ``exclude: auto``;
 - ``kedro_edge+lowrank``     a second full pass: low-rank on (``lowrank_only``'s factorised
-                             teacher, the very node output) -> prune -> QAT -> distill -> export.
+                             teacher, the very node output) -> prune -> QAT -> distill -> ptq.
 
 With clustering shipped on they are ``kedro_edge-cluster``, ``kedro_edge+mixed``,
 ``kedro_edge-cluster+mixed`` and ``kedro_edge+lowrank``: always the other three cells of
@@ -52,7 +52,7 @@ to build (NNCF above all, or a new technique) is recorded with its error and the
 Columns: clean test accuracy with its Wilson interval and n; robust accuracy on the pipeline's
 perturbed test copy (``validation.robustness``); the paired change vs ``fp32`` (points,
 paired-bootstrap interval, exact McNemar p) clean and robust; ONNX size and reduction; shipped
-size (the ONNX file lzma-compressed, ``kedro_edge.codec.shipped_size``, as a release sends it)
+size (the ONNX file lzma-compressed, ``kedro_edge.runtimes.codec.shipped_size``, as a release sends it)
 and its reduction vs the fp32 ONNX FILE; params; MACs; p50/p90 latency at batch 1 on one
 thread and p50 as a ratio to ``fp32``. A second table gives each technique's marginal effect:
 a candidate against its base (``lineage``: the peers' fixed bases, e.g. ``cluster_ptq`` vs
@@ -141,10 +141,15 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from torch import nn  # noqa: E402
 
-from kedro_edge import accuracy, config, data, evaluate, export, nodes, plots, robustness  # noqa: E402
+from kedro_edge import config, data, nodes  # noqa: E402
 from kedro_edge.compress import cluster as clustering  # noqa: E402
+from kedro_edge.evaluation import plots, robustness  # noqa: E402
+from kedro_edge.evaluation import stage as stage_eval  # noqa: E402
+from kedro_edge.evaluation import statistics as paired_stats  # noqa: E402
 from kedro_edge.io import GlyphsDataset, NpzDataset, TorchModuleDataset  # noqa: E402
 from kedro_edge.models import import_class  # noqa: E402
+from kedro_edge.runtimes import onnx_export
+from kedro_edge.runtimes import onnxruntime as ort_host
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "base"
@@ -535,7 +540,7 @@ def import_nncf():
 
 def calibration_dataset(nncf, calib: np.ndarray):
     """The pipeline's calibration images, one per item (NNCF's statistics are per sample)."""
-    return nncf.Dataset([calib[i : i + 1] for i in range(len(calib))], lambda x: {export.INPUT: x})
+    return nncf.Dataset([calib[i : i + 1] for i in range(len(calib))], lambda x: {onnx_export.INPUT: x})
 
 
 def nncf_ptq(teacher_onnx: onnx.ModelProto, calib: np.ndarray) -> onnx.ModelProto:
@@ -559,11 +564,11 @@ class ValidationTop1:
 
     def __call__(self, model: onnx.ModelProto, items: Iterable[tuple[np.ndarray, int]]) -> tuple[float, list]:
         if model is not self._model:
-            self._model, self._session = model, evaluate.session(model, threads=os.cpu_count() or 1)
+            self._model, self._session = model, ort_host.session(model, threads=os.cpu_count() or 1)
         pairs = list(items)
         x = np.concatenate([image for image, _ in pairs])
         y = np.asarray([label for _, label in pairs])
-        right = evaluate.ort_predict(self._session, x, self.batch_size).argmax(1) == y
+        right = ort_host.ort_predict(self._session, x, self.batch_size).argmax(1) == y
         return float(right.mean()), [float(r) for r in right]
 
 
@@ -573,7 +578,8 @@ def nncf_accuracy_control(
     nncf = import_nncf()
     x_val, y_val = splits.x("val"), splits.y("val")
     validation = nncf.Dataset(
-        [(x_val[i : i + 1], int(y_val[i])) for i in range(len(y_val))], lambda item: {export.INPUT: item[0]}
+        [(x_val[i : i + 1], int(y_val[i])) for i in range(len(y_val))],
+        lambda item: {onnx_export.INPUT: item[0]},
     )
     return nncf.quantize_with_accuracy_control(
         copy.deepcopy(teacher_onnx),
@@ -587,8 +593,8 @@ def nncf_accuracy_control(
 
 
 def val_top1(model: onnx.ModelProto, splits: data.Splits, batch: int) -> float:
-    sess = evaluate.session(model, threads=os.cpu_count() or 1)
-    return float((evaluate.ort_predict(sess, splits.x("val"), batch).argmax(1) == splits.y("val")).mean())
+    sess = ort_host.session(model, threads=os.cpu_count() or 1)
+    return float((ort_host.ort_predict(sess, splits.x("val"), batch).argmax(1) == splits.y("val")).mean())
 
 
 def build_candidates(
@@ -611,7 +617,7 @@ def build_candidates(
     fp32 = Candidate(FP32, "FP32 teacher, ONNX", teacher_onnx, teacher)
     int8_only = Candidate("ort_int8_only", "ORT quantize_static (QDQ) of the teacher", module=teacher)
     with phase("ORT static INT8 of the teacher (ort_int8_only)", timings):
-        attempt(int8_only, lambda: export.quantize_int8(teacher_onnx, calib, plain_int8))
+        attempt(int8_only, lambda: ptq.quantize_int8(teacher_onnx, calib, plain_int8))
     ptq = Candidate("nncf_ptq", "NNCF quantize of the teacher ONNX, defaults", module=teacher)
     with phase("NNCF post-training quantization (nncf_ptq)", timings):
         attempt(ptq, lambda: nncf_ptq(teacher_onnx, calib))
@@ -632,10 +638,10 @@ def build_candidates(
     on_teacher = teacher_peers(teacher, model_input, params, timings)
     with phase("prune + fine-tune (tp_prune_only, and the pipeline's prune stage)", timings):
         pruned, prune_report = nodes.prune_teacher(teacher, model_input, comp, train)
-        pruned_onnx = export.to_onnx(pruned, splits.input_shape, cfg.export.opset)
+        pruned_onnx = onnx_export.to_onnx(pruned, splits.input_shape, cfg.export.opset)
     prune_ptq = Candidate("prune_ptq", "the pruned model + ORT quantize_static, no QAT/KD", module=pruned)
     with phase("ORT static INT8 of the pruned model (prune_ptq)", timings):
-        attempt(prune_ptq, lambda: export.quantize_int8(pruned_onnx, calib, plain_int8))
+        attempt(prune_ptq, lambda: ptq.quantize_int8(pruned_onnx, calib, plain_int8))
     lowrank_only = on_teacher["lowrank_only"]
     shipped = shipped_states(params)
     with phase(
@@ -829,12 +835,12 @@ def measure(
     latency), later rounds latency only, the order reversed every other round."""
     built = [c for c in candidates if c.onnx_model is not None]
     runs: dict[str, list[dict[str, float]]] = {c.name: [] for c in built}
-    first: dict[str, evaluate.StageEvaluation] = {}
+    first: dict[str, stage_eval.StageEvaluation] = {}
     samples = splits.x("test")[:64]  # what evaluate_stage times
     for r in range(rounds):
         for c in built if r % 2 == 0 else built[::-1]:
             if r == 0:
-                ev = evaluate.evaluate_stage(
+                ev = stage_eval.evaluate_stage(
                     c.onnx_model,
                     c.module,
                     splits,
@@ -846,7 +852,7 @@ def measure(
                 first[c.name] = ev
                 lat = {k: ev.figures[k] for k in ("latency_p50_ms", "latency_p90_ms", "latency_runs")}
             else:
-                times = evaluate.latency_ms(evaluate.session(c.onnx_model, latency.threads), samples, latency)
+                times = ort_host.latency_ms(ort_host.session(c.onnx_model, latency.threads), samples, latency)
                 lat = {
                     "latency_p50_ms": float(np.percentile(times, 50)),
                     "latency_p90_ms": float(np.percentile(times, 90)),
@@ -886,7 +892,7 @@ def quantize_nodes(model: onnx.ModelProto) -> int:
 def paired(reference: np.ndarray | None, candidate: np.ndarray | None, cfg: config.ValidationParams):
     if reference is None or candidate is None:
         return None
-    return accuracy.paired(reference, candidate, cfg.confidence, cfg.bootstrap_resamples).to_dict()
+    return paired_stats.paired(reference, candidate, cfg.confidence, cfg.bootstrap_resamples).to_dict()
 
 
 def assemble(
@@ -1021,7 +1027,7 @@ def shipped_target(
     models: dict[str, dict[str, Any]], pipeline: list[str], cfg: config.ValidationParams
 ) -> dict[str, Any]:
     """fp32 ONNX bytes over the shipped (lzma) bytes of the pipeline variant that ships fewest bytes
-    among those within ``MAX_ACCURACY_DROP`` (point estimate) of fp32's clean accuracy."""
+    among those within ``MAX_ACCURACY_DROP`` (point estimate) of fp32's clean statistics."""
     fp32_bytes = models[FP32]["size_bytes"]
     variants: dict[str, dict[str, Any]] = {}
     for name in pipeline:
@@ -1535,7 +1541,7 @@ def run_architecture(
                 "(a second full pass)",
             },
             "lineage": [{"model": m, "base": b, "adds": list(a)} for m, b, a in edges],
-            "shipped_codec": "lzma (kedro_edge.codec.shipped_size)",
+            "shipped_codec": "lzma (kedro_edge.runtimes.codec.shipped_size)",
         },
         "parameters": params,
         "models": models,

@@ -101,11 +101,11 @@ from rich.console import Console
 from rich.table import Table
 
 from kedro_edge.config import DeploymentParams, RegressionParams
-from kedro_edge.evaluate import ort_predict, session
 from kedro_edge.fleet import rollout as rollout_module
 from kedro_edge.fleet.candidate import Candidate
 from kedro_edge.fleet.inventory import Device, Fleet, parse_fleet
 from kedro_edge.fleet.rollout import staged_rollout
+from kedro_edge.runtimes.onnxruntime import ort_predict, session
 from kedro_edge.testing import start_fleet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,8 +184,8 @@ def load_model(folder: Path) -> Model:
     else:
         import torch
 
-        from kedro_edge.export import to_onnx
         from kedro_edge.models import ResidualCNN
+        from kedro_edge.runtimes.onnx_export import to_onnx
 
         torch.manual_seed(SEED)
         proto, source = to_onnx(ResidualCNN(), (1, 1, 32, 32)), "ResidualCNN() (untrained), 1x1x32x32"

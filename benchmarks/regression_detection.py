@@ -22,7 +22,7 @@ Per test: false positives at 0% (one file as both candidate and baseline) with t
 directly, as ``RegressionParams`` refuses tolerances under 1%; target <= alpha) and on (the default
 5%; target 0), and the detection rate ("called": p < alpha and slowdown > tolerance) at +3/5/7/10%
 (+3% is under the tolerance: by design not called), each with n and a 95% Wilson interval
-(``kedro_edge.accuracy.wilson_interval``). Trials are interleaved across levels.
+(``kedro_edge.evaluation.statistics.wilson_interval``). Trials are interleaved across levels.
 
 Settings are the defaults (alpha 0.05, tolerance 5%, 10 blocks; 1 thread, warmup 50, min_runs 300,
 min_seconds 2), the agent run as a subprocess of this interpreter (as a ``local`` device runs it).
@@ -69,9 +69,10 @@ from rich.console import Console
 from rich.table import Table
 from scipy.stats import mannwhitneyu
 
-from kedro_edge.accuracy import wilson_interval
-from kedro_edge.bench import agent, stats
+from kedro_edge.bench import agent
 from kedro_edge.config import RegressionParams
+from kedro_edge.evaluation import regression as stats
+from kedro_edge.evaluation.statistics import wilson_interval
 from kedro_edge.fleet.inventory import Group
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,8 +109,8 @@ def load_model() -> tuple[onnx.ModelProto, str]:
         return onnx.load(str(MODEL)), str(MODEL.relative_to(ROOT))
     import torch
 
-    from kedro_edge.export import to_onnx
     from kedro_edge.models import ResidualCNN
+    from kedro_edge.runtimes.onnx_export import to_onnx
 
     torch.manual_seed(SEED)
     return to_onnx(ResidualCNN(), (1, 1, 32, 32)), "ResidualCNN() (untrained), 1x1x32x32"

@@ -17,7 +17,7 @@ accuracy budget (``compression.search.budget.max_accuracy_drop``, 1.0 point as s
                              budget (absolute), its metric top-1 on the VALIDATION split;
 - ``tp_int8``                Torch-Pruning (``compress.prune.prune``) at one uniform ratio for every
                              layer, with the pipeline's schedule (``compression.prune``: 3 steps, 2
-                             fine-tune epochs), then plain ORT static INT8 (``export.quantize_int8``, no
+                             fine-tune epochs), then plain ORT static INT8 (``ptq.quantize_int8``, no
                              float layers). Ratios are tried from the largest of ``TP_RATIOS`` down;
                              the first whose INT8 model's VALIDATION accuracy is within the budget of
                              the teacher's is the largest such ratio, and the one reported.
@@ -33,7 +33,7 @@ paired drop vs FP32 on the same test images (points, positive: worse; paired-boo
 within budget (the drop's point estimate <= the budget); p50 ratio vs FP32 on that target (the
 median of the blocks' ratios) and its p50 in ms; speed-up vs the fixed recipe (the fixed recipe's
 ratio / the model's, both from the same batch); ONNX KiB; shipped KiB (lzma,
-``kedro_edge.codec.shipped_size``, as a release sends it). Both searched models appear in both
+``kedro_edge.runtimes.codec.shipped_size``, as a release sends it). Both searched models appear in both
 tables (a model searched for one target, run on the other, shows what targeting buys).
 
 Targets, per target, for the model searched on it: p50 at least 1.3x lower than the fixed recipe's
@@ -89,11 +89,17 @@ from matplotlib.figure import Figure  # noqa: E402
 from rich.table import Table  # noqa: E402
 from torch import nn  # noqa: E402
 
-from kedro_edge import accuracy, config, data, evaluate, export, nodes  # noqa: E402
-from kedro_edge.codec import shipped_size  # noqa: E402
-from kedro_edge.compress import prune  # noqa: E402
+from kedro_edge import config, data, nodes  # noqa: E402
+from kedro_edge.compress import (
+    prune,  # noqa: E402
+    ptq,
+)
+from kedro_edge.evaluation import statistics
 from kedro_edge.fleet.inventory import Fleet, load_fleet  # noqa: E402
 from kedro_edge.fleet.measure import MeasureOptions, measure_on_device, measure_on_host  # noqa: E402
+from kedro_edge.runtimes import onnx_export
+from kedro_edge.runtimes import onnxruntime as ort_host
+from kedro_edge.runtimes.codec import shipped_size  # noqa: E402
 from kedro_edge.search import VAL_INPUTS, record, search  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -351,8 +357,8 @@ def tp_candidate(
     pruned, report = prune.prune(teacher, splits, prune_cfg, train)
     calib = data.calibration_samples(splits, cfg.quantize.calibration_samples)
     plain = cfg.quantize.model_copy(update={"enabled": True, "exclude": []})
-    fp32 = export.to_onnx(pruned, splits.input_shape, cfg.export.opset)
-    return export.quantize_int8(fp32, calib, plain).SerializeToString(), report
+    fp32 = onnx_export.to_onnx(pruned, splits.input_shape, cfg.export.opset)
+    return ptq.quantize_int8(fp32, calib, plain).SerializeToString(), report
 
 
 def tp_model(
@@ -445,8 +451,8 @@ def run_search(
 
 def correct_on(graph: bytes, splits: data.Splits, split: str, batch: int) -> np.ndarray:
     """Per-image top-1 correctness of an ONNX graph on ``split`` (through ONNX Runtime)."""
-    sess = evaluate.session(graph, threads=os.cpu_count() or 1)
-    return evaluate.ort_predict(sess, splits.x(split), batch).argmax(1) == splits.y(split)
+    sess = ort_host.session(graph, threads=os.cpu_count() or 1)
+    return ort_host.ort_predict(sess, splits.x(split), batch).argmax(1) == splits.y(split)
 
 
 def write_models(models: list[Model], folder: Path) -> dict[str, Path]:
@@ -494,9 +500,9 @@ def test_figures(
     correct = {m.name: correct_on(m.onnx, splits, "test", batch) for m in models if m.onnx is not None}
     out = {}
     for name, right in correct.items():
-        figures = {"accuracy": accuracy.accuracy(right, cfg.confidence).to_dict()}
+        figures = {"accuracy": statistics.accuracy(right, cfg.confidence).to_dict()}
         if name != FP32:
-            vs = accuracy.paired(correct[FP32], right, cfg.confidence, cfg.bootstrap_resamples).to_dict()
+            vs = statistics.paired(correct[FP32], right, cfg.confidence, cfg.bootstrap_resamples).to_dict()
             figures.update(vs_fp32=vs, **cb.drop_figures(vs, None))
         out[name] = figures
     return out
@@ -720,7 +726,7 @@ def settings_of(
         "samples": {split: len(splits.y(split)) for split in data.SPLITS},
         "teacher": str(args.reuse_teacher) if args.reuse_teacher else "trained with parameters.training",
         "seed": cb.SEED,
-        "shipped_codec": "lzma (kedro_edge.codec.shipped_size)",
+        "shipped_codec": "lzma (kedro_edge.runtimes.codec.shipped_size)",
     }
 
 

@@ -13,7 +13,7 @@ import torch
 from kedro_edge.config import TrainParams
 from kedro_edge.data import Splits, load_digits_arrays, split_arrays
 from kedro_edge.models import ResidualCNN
-from kedro_edge.training import fit
+from kedro_edge.models.training import fit
 
 TINY_WIDTHS = (8, 16)
 

@@ -4,23 +4,23 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from kedro_edge import accuracy
+from kedro_edge.evaluation import statistics
 
 
 def test_wilson_interval_matches_the_textbook_example():
     # Newcombe (1998), Statistics in Medicine 17:857, table I: 81/263 -> 0.2553 to 0.3662
-    low, high = accuracy.wilson_interval(81, 263)
+    low, high = statistics.wilson_interval(81, 263)
     assert (low, high) == pytest.approx((0.2553, 0.3662), abs=1e-4)
 
 
 def test_wilson_interval_stays_inside_zero_one_at_a_perfect_score():
-    low, high = accuracy.wilson_interval(360, 360)
+    low, high = statistics.wilson_interval(360, 360)
     assert high == pytest.approx(1.0)
     assert low == pytest.approx(360 / (360 + 1.959964**2))  # 360/360 does not mean 100%: it means >= 98.9%
 
 
 def test_accuracy_carries_n_and_its_interval():
-    result = accuracy.accuracy(np.array([True] * 90 + [False] * 10))
+    result = statistics.accuracy(np.array([True] * 90 + [False] * 10))
     assert (result.n, result.correct, result.accuracy) == (100, 90, 0.9)
     assert result.ci_low < 0.9 < result.ci_high
 
@@ -28,10 +28,10 @@ def test_accuracy_carries_n_and_its_interval():
 def test_exact_mcnemar_is_the_binomial_test_on_discordant_pairs():
     # 10 images only the reference gets right, 2 only the candidate: p = P(X <= 2 | 12, 1/2) * 2
     expected = 2 * sum(stats.binom.pmf(k, 12, 0.5) for k in range(3))
-    assert accuracy.mcnemar_exact(10, 2) == pytest.approx(expected)
-    assert accuracy.mcnemar_exact(10, 2) == pytest.approx(0.0386, abs=1e-4)
-    assert accuracy.mcnemar_exact(0, 0) == 1.0
-    assert accuracy.mcnemar_exact(5, 5) == 1.0
+    assert statistics.mcnemar_exact(10, 2) == pytest.approx(expected)
+    assert statistics.mcnemar_exact(10, 2) == pytest.approx(0.0386, abs=1e-4)
+    assert statistics.mcnemar_exact(0, 0) == 1.0
+    assert statistics.mcnemar_exact(5, 5) == 1.0
 
 
 def _pair(both: int, only_ref: int, only_cand: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +42,7 @@ def _pair(both: int, only_ref: int, only_cand: int, neither: int) -> tuple[np.nd
 
 def test_paired_comparison_reports_the_drop_its_interval_and_p():
     ref, cand = _pair(4800, 60, 20, 120)  # n = 5000, a 0.8-point drop
-    result = accuracy.paired(ref, cand)
+    result = statistics.paired(ref, cand)
     assert result.n == 5000
     assert result.diff_points == pytest.approx(-0.8)
     assert result.drop_points == pytest.approx(0.8)
@@ -58,7 +58,7 @@ def test_paired_comparison_reports_the_drop_its_interval_and_p():
 def test_pairing_sees_what_an_unpaired_comparison_cannot():
     # Same accuracies (96.0% vs 95.5%); the paired test is decisive because the models disagree on few images.
     ref, cand = _pair(4775, 25, 0, 200)
-    paired = accuracy.paired(ref, cand)
+    paired = statistics.paired(ref, cand)
     assert paired.p_value < 1e-6
     unpaired = stats.fisher_exact([[4800, 200], [4775, 225]]).pvalue
     assert unpaired > 0.2
@@ -66,11 +66,11 @@ def test_pairing_sees_what_an_unpaired_comparison_cannot():
 
 def test_identical_models_differ_by_nothing():
     ref, cand = _pair(900, 0, 0, 100)
-    result = accuracy.paired(ref, cand)
+    result = statistics.paired(ref, cand)
     assert result.diff_points == 0 and result.p_value == 1.0
     assert result.ci_low_points == result.ci_high_points == 0
 
 
 def test_paired_needs_the_same_images():
     with pytest.raises(ValueError, match="equal-length"):
-        accuracy.paired(np.ones(5, bool), np.ones(6, bool))
+        statistics.paired(np.ones(5, bool), np.ones(6, bool))

@@ -16,7 +16,7 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 LOCAL = {"kedro_edge", "pipelines", "tests", "benchmarks"}
 # declared, used without an import statement
 NOT_IMPORTED = {
-    "dvc": "the `dvc` command: dvc.yaml's stages, kedro_edge.versioning",
+    "dvc": "the `dvc` command: dvc.yaml's stages, kedro_edge.lineage.versioning",
     "dvc-s3": "a DVC plugin: the S3 remote",
     "ansible-core": "the `ansible-playbook` command: benchmarks/fleet.py",
     "ruff": "the `ruff` linter (README, Development)",

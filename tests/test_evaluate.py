@@ -1,8 +1,9 @@
 import numpy as np
 
 from kedro_edge.config import LatencyParams
-from kedro_edge.evaluate import agreement, evaluate_stage, latency_ms, session
-from kedro_edge.export import to_onnx
+from kedro_edge.evaluation.stage import evaluate_stage
+from kedro_edge.runtimes.onnx_export import to_onnx
+from kedro_edge.runtimes.onnxruntime import agreement, latency_ms, session
 
 FEW = LatencyParams(warmup=2, min_runs=15, min_seconds=0)
 

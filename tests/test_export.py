@@ -3,12 +3,13 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-from kedro_edge.compress.quantize import prepare_qat
+from kedro_edge.compress.ptq import quantize_int8
+from kedro_edge.compress.quantize import float_module, prepare_qat
 from kedro_edge.config import QuantizeParams
 from kedro_edge.data import calibration_samples
-from kedro_edge.evaluate import ort_predict, session
-from kedro_edge.export import quantize_int8, to_onnx
-from kedro_edge.training import predict
+from kedro_edge.models.training import predict
+from kedro_edge.runtimes.onnx_export import to_onnx
+from kedro_edge.runtimes.onnxruntime import ort_predict, session
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def test_fp32_export_is_checked_agrees_with_torch_and_has_a_dynamic_batch(teache
 
 def test_quantization_aware_modules_export_their_float_weights(teacher, splits):
     qat = prepare_qat(teacher, calibration_samples(splits, 32))
-    exported = to_onnx(qat, splits.input_shape)
+    exported = to_onnx(float_module(qat), splits.input_shape)
     ops = {n.op_type for n in exported.graph.node}
     assert "Conv" in ops and not ops & {"QuantizeLinear", "FakeQuantize"}
 

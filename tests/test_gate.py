@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from kedro_edge.accuracy import paired
 from kedro_edge.config import GateParams
 from kedro_edge.errors import GateError
-from kedro_edge.gate import enforce, evaluate_gates
+from kedro_edge.evaluation.gates import enforce, evaluate_gates
+from kedro_edge.evaluation.statistics import paired
 
 N = 5000
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from kedro_edge.data import Splits, check_arrays, split_arrays
-from kedro_edge.glyphs import CLASSES, FONT_FILES, GlyphSpec, font_dir, generate, render
+from kedro_edge.data.glyphs import CLASSES, FONT_FILES, GlyphSpec, font_dir, generate, render
 from kedro_edge.io import GlyphsDataset
 from kedro_edge.models import ResidualCNN
-from kedro_edge.training import accuracy, fit
+from kedro_edge.models.training import accuracy, fit
 
 
 def test_every_font_ships_with_matplotlib():

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from kedro_edge.config import RobustnessParams, ValidationParams
-from kedro_edge.evaluate import evaluate_stage
-from kedro_edge.export import to_onnx
-from kedro_edge.robustness import perturbed_copy
+from kedro_edge.evaluation.robustness import perturbed_copy
+from kedro_edge.evaluation.stage import evaluate_stage
+from kedro_edge.runtimes.onnx_export import to_onnx
 
 
 def _images(n=50, size=12):

@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from kedro_edge.accuracy import accuracy
 from kedro_edge.config import ValidationParams
-from kedro_edge.evaluate import StageEvaluation
-from kedro_edge.stages import compare, regressions, summary_rows, summary_table
+from kedro_edge.evaluation.report import compare, regressions, summary_rows, summary_table
+from kedro_edge.evaluation.stage import StageEvaluation
+from kedro_edge.evaluation.statistics import accuracy
 
 N = 2000
 

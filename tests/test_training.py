@@ -1,7 +1,7 @@
 import torch
 
 from kedro_edge.models import ResidualCNN
-from kedro_edge.training import accuracy, fit
+from kedro_edge.models.training import accuracy, fit
 
 
 def _train(splits, seed, epochs=2):

@@ -143,7 +143,9 @@ class EdgeHooks:
     def _print_stage_table(self) -> None:
         metrics = self._stage_metrics
         if metrics:
-            from kedro_edge.stages import summary_table  # torch and ORT load only when there is a table
+            from kedro_edge.evaluation.report import (
+                summary_table,  # torch and ORT load only when there is a table
+            )
 
             console = Console()
             console.width = max(console.width, 140)  # logs and CI have 80 columns: don't fold the figures

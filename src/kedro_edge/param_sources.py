@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from kedro_edge.config import ModelSpec
+from kedro_edge.models.factory import ModelSpec
 
 RUNTIME = "--params"
 

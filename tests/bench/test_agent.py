@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from kedro_edge.bench import agent
-from kedro_edge.export import to_onnx
+from kedro_edge.runtimes.onnx_export import to_onnx
 
 AGENT = Path(agent.__file__)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu
 
-from kedro_edge.bench.stats import pairs_of, regression, smallest_p_value
+from kedro_edge.evaluation.regression import pairs_of, regression, smallest_p_value
 
 
 def blocks(median_ms: float, noise: float, n: int = 10, seed: int = 0) -> list[float]:

@@ -11,10 +11,11 @@ from torch.nn.utils import parametrize
 
 from kedro_edge.compress.cluster import SharedWeights, cluster, cluster_weights, distinct_values_per_channel
 from kedro_edge.compress.prune import prune
+from kedro_edge.compress.ptq import quantize_int8
 from kedro_edge.compress.quantize import QuantConv2d, is_quantization_aware, prepare_qat
 from kedro_edge.config import ClusterParams, PruneParams, QuantizeParams, TrainParams
 from kedro_edge.data import calibration_samples
-from kedro_edge.export import quantize_int8, to_onnx
+from kedro_edge.runtimes.onnx_export import to_onnx
 from tests.conftest import conv_out_channels
 
 FAST = TrainParams(epochs=1, batch_size=64, lr=0.01)

@@ -7,7 +7,7 @@ import torch
 from kedro_edge.compress.distill import distill, distillation_loss
 from kedro_edge.config import DistillParams, TrainParams
 from kedro_edge.models import ResidualCNN
-from kedro_edge.training import predict
+from kedro_edge.models.training import predict
 
 
 def _softmax(z):

@@ -4,12 +4,14 @@ import torch
 from torch import nn
 
 from kedro_edge.compress.lowrank import factorise, lowrank, split_layer
-from kedro_edge.compress.prune import footprint, prune
+from kedro_edge.compress.prune import prune
+from kedro_edge.compress.ptq import quantize_int8
 from kedro_edge.config import LowRankParams, PruneParams, QuantizeParams, TrainParams
 from kedro_edge.data import calibration_samples
-from kedro_edge.evaluate import ort_predict, session
-from kedro_edge.export import quantize_int8, to_onnx
-from kedro_edge.training import accuracy, predict
+from kedro_edge.models.footprint import footprint
+from kedro_edge.models.training import accuracy, predict
+from kedro_edge.runtimes.onnx_export import to_onnx
+from kedro_edge.runtimes.onnxruntime import ort_predict, session
 from tests.conftest import conv_out_channels
 
 FAST = TrainParams(epochs=1, batch_size=64, lr=0.01)

@@ -13,12 +13,13 @@ from kedro_edge.compress.mixed_precision import (
     resolve,
     sensitivity,
 )
+from kedro_edge.compress.ptq import float_closure, quantize_int8
 from kedro_edge.config import QuantizeParams
 from kedro_edge.data import Splits, calibration_samples
 from kedro_edge.errors import ConfigError
-from kedro_edge.evaluate import ort_predict, session
-from kedro_edge.export import float_closure, quantize_int8, to_onnx
-from kedro_edge.training import fit
+from kedro_edge.models.training import fit
+from kedro_edge.runtimes.onnx_export import to_onnx
+from kedro_edge.runtimes.onnxruntime import ort_predict, session
 
 QUICK = Timing(repeats=1, runs=5, warmup=2)  # latency is measured, never asserted
 

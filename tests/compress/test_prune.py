@@ -3,8 +3,9 @@ import copy
 import pytest
 import torch
 
-from kedro_edge.compress.prune import footprint, prune
+from kedro_edge.compress.prune import prune
 from kedro_edge.config import PruneParams, TrainParams
+from kedro_edge.models.footprint import footprint
 from tests.conftest import TINY_WIDTHS, conv_out_channels
 
 FAST = TrainParams(epochs=1, batch_size=64, lr=0.01)
@@ -58,7 +59,7 @@ def test_disabled_pruning_returns_an_equal_copy(teacher, splits):
 
 
 def test_finetuning_recovers_accuracy(teacher, splits):
-    from kedro_edge.training import accuracy
+    from kedro_edge.models.training import accuracy
 
     cfg = PruneParams(ratio=0.5, steps=1, finetune_epochs=0)
     raw, _ = prune(copy.deepcopy(teacher), splits, cfg, FAST)

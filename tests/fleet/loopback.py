@@ -11,12 +11,12 @@ import torch
 import yaml
 
 from kedro_edge.config import DeploymentParams
-from kedro_edge.evaluate import ort_predict, session
-from kedro_edge.export import to_onnx
 from kedro_edge.fleet.candidate import Candidate
 from kedro_edge.fleet.inventory import Fleet, parse_fleet
 from kedro_edge.fleet.rollout import staged_rollout
 from kedro_edge.models import ResidualCNN
+from kedro_edge.runtimes.onnx_export import to_onnx
+from kedro_edge.runtimes.onnxruntime import ort_predict, session
 
 PARITY = np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32)
 # The test models run in ~30 us a query, where a few us of scheduling noise on a shared 2-core

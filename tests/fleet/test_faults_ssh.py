@@ -21,7 +21,7 @@ import pytest
 
 from kedro_edge.config import RegressionParams
 from kedro_edge.fleet import device as ops
-from kedro_edge.fleet import gates
+from kedro_edge.fleet import device_gates
 from kedro_edge.fleet.commands import survey
 from kedro_edge.fleet.lease import Lease
 from kedro_edge.fleet.ssh import DeviceError, SSHEndpoint
@@ -279,7 +279,7 @@ def test_a_bug_in_the_controller_raises_instead_of_failing_devices(fleet, tmp_pa
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(gates, "evaluate", broken)
+    monkeypatch.setattr(device_gates, "evaluate", broken)
     with pytest.raises(ZeroDivisionError):
         go(fleet, tmp_path, seed=9)
     assert {n: active(fleet, n) for n in NAMES} == before

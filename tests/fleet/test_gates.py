@@ -1,7 +1,7 @@
 """The no-regression gate on measurements shaped as the agent reports them."""
 
 from kedro_edge.config import RegressionParams
-from kedro_edge.fleet.gates import evaluate, no_regression
+from kedro_edge.fleet.device_gates import evaluate, no_regression
 from kedro_edge.fleet.inventory import Budgets
 
 

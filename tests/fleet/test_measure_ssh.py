@@ -8,11 +8,11 @@ import io
 import numpy as np
 import pytest
 
-from kedro_edge import codec
-from kedro_edge.export import to_onnx
 from kedro_edge.fleet import ssh
 from kedro_edge.fleet.measure import MeasureOptions, measure_on_device, measure_on_host
 from kedro_edge.fleet.ssh import DeviceError
+from kedro_edge.runtimes import codec
+from kedro_edge.runtimes.onnx_export import to_onnx
 from tests.conftest import needs_sshd
 from tests.fleet.loopback import PARITY, model, registry
 

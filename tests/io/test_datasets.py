@@ -9,7 +9,6 @@ import torch
 from kedro_edge.compress.prune import prune
 from kedro_edge.config import PruneParams, TrainParams
 from kedro_edge.errors import DataError
-from kedro_edge.export import to_onnx
 from kedro_edge.io import (
     DigitsDataset,
     ImageFolderDataset,
@@ -21,6 +20,7 @@ from kedro_edge.io import (
     TorchModuleDataset,
 )
 from kedro_edge.io.atomic import atomic_write
+from kedro_edge.runtimes.onnx_export import to_onnx
 from tests.conftest import conv_out_channels
 
 

@@ -16,7 +16,6 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from kedro_edge.errors import DataError
-from kedro_edge.export import to_onnx
 from kedro_edge.io import (
     FleetDataset,
     GlyphsDataset,
@@ -31,6 +30,7 @@ from kedro_edge.io import (
     TextDataset,
     TorchModuleDataset,
 )
+from kedro_edge.runtimes.onnx_export import to_onnx
 from tests.conftest import conv_out_channels
 
 

@@ -13,7 +13,6 @@ import s3fs
 from matplotlib.figure import Figure
 from moto.server import ThreadedMotoServer
 
-from kedro_edge.export import to_onnx
 from kedro_edge.io import (
     JsonDataset,
     ModelFileDataset,
@@ -22,7 +21,8 @@ from kedro_edge.io import (
     PngDataset,
     TorchModuleDataset,
 )
-from kedro_edge.versioning import file_hashes
+from kedro_edge.lineage.versioning import file_hashes
+from kedro_edge.runtimes.onnx_export import to_onnx
 from tests.conftest import conv_out_channels
 from tests.pipelines.project import env
 

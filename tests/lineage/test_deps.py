@@ -49,7 +49,7 @@ def test_imports_are_followed_inside_functions_but_not_under_type_checking_nor_t
 def test_a_folder_dep_covers_the_files_under_it():
     assert covered(Path("src/kedro_edge/compress/prune.py"), ["src/kedro_edge/compress"])
     assert not covered(Path("src/kedro_edge/compress.py"), ["src/kedro_edge/compress"])
-    assert not covered(Path("src/kedro_edge/training.py"), ["src/kedro_edge/models"])
+    assert not covered(Path("src/kedro_edge/models/training.py"), ["src/kedro_edge/models"])
 
 
 def test_every_stage_of_dvc_yaml_covers_the_code_its_kedro_run_runs():
@@ -59,7 +59,7 @@ def test_every_stage_of_dvc_yaml_covers_the_code_its_kedro_run_runs():
     # the node modules, found from each stage's cmd
     assert "src/kedro_edge/nodes/training.py" in found["training"]["code"]
     assert "src/kedro_edge/nodes/deployment.py" not in found["training"]["code"]
-    assert "src/kedro_edge/training.py" in found["validation"]["code"]  # predict
+    assert "src/kedro_edge/models/training.py" in found["validation"]["code"]  # predict
     assert "src/kedro_edge/models/cnn.py" in found["validation"]["code"]  # unpickles the modules
     assert "src/kedro_edge/search/study.py" in found["search"]["code"]
     assert "src/kedro_edge/search/study.py" not in found["compression"]["code"]

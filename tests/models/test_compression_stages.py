@@ -14,12 +14,13 @@ import pytest
 import torch
 from sklearn.datasets import load_wine
 
-from kedro_edge import evaluate, export
-from kedro_edge.compress import distill, prune, quantize
+from kedro_edge.compress import distill, prune, ptq, quantize
 from kedro_edge.config import DistillParams, PruneParams, QuantizeParams, TrainParams
 from kedro_edge.data import Splits, calibration_samples, split_arrays, standardise
 from kedro_edge.models import MLP, MobileNetV2
-from kedro_edge.training import accuracy, fit, predict
+from kedro_edge.models.training import accuracy, fit, predict
+from kedro_edge.runtimes import onnx_export
+from kedro_edge.runtimes import onnxruntime as ort_host
 
 TRAIN = TrainParams(epochs=3, batch_size=64, lr=0.01, patience=10)
 SMALL_DATA = TrainParams(epochs=10, batch_size=16, lr=0.01, patience=10)  # wine: 115 training rows
@@ -101,11 +102,11 @@ def test_distilled_int8_graph_runs_in_ort_and_agrees_with_torch(trained, pruned)
     distill.distill(student, teacher, data, DistillParams(epochs=1), train)
     assert accuracy(student, data.x("test"), data.y("test")) > 2 / data.num_classes  # it learned
 
-    fp32 = export.to_onnx(student, data.input_shape)
-    int8 = export.quantize_int8(fp32, calib, QuantizeParams())
+    fp32 = onnx_export.to_onnx(quantize.float_module(student), data.input_shape)
+    int8 = ptq.quantize_int8(fp32, calib, QuantizeParams())
     ops = {n.op_type for n in int8.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     x = data.x("test")
-    logits = evaluate.ort_predict(evaluate.session(int8), x)
+    logits = ort_host.ort_predict(ort_host.session(int8), x)
     assert logits.shape == (len(x), data.num_classes)
-    assert evaluate.agreement(predict(student, x), logits)["top1_agreement"] >= 0.9
+    assert ort_host.agreement(predict(student, x), logits)["top1_agreement"] >= 0.9

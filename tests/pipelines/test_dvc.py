@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kedro_edge.lineage.deps import check
-from kedro_edge.versioning import artifact_version, file_hashes
+from kedro_edge.lineage.versioning import artifact_version, file_hashes
 from pipelines.pipeline_registry import register_pipelines
 from tests.pipelines.project import copy_project, run, sha
 

@@ -8,6 +8,7 @@ import pytest
 from kedro_edge.compress import prune
 from kedro_edge.config import CompressionParams, PruneParams, SearchParams, SearchSpace
 from kedro_edge.errors import ConfigError
+from kedro_edge.models.footprint import footprint, output_layers
 from kedro_edge.search.space import Settings, from_recipe, recipe_params, sample, stages, to_recipe
 from tests.conftest import conv_out_channels
 
@@ -16,13 +17,13 @@ def test_stages_group_layers_by_output_resolution_and_leave_the_classifier(teach
     found = stages(teacher, example)
     assert [s.name for s in found] == ["8x8", "4x4"]  # digits are 8x8; the second stage strides to 4x4
     layers = [layer for s in found for layer in s.layers]
-    assert prune.output_layers(teacher)[0] not in [teacher.get_submodule(n) for n in layers]
+    assert output_layers(teacher)[0] not in [teacher.get_submodule(n) for n in layers]
     assert len(layers) == len(set(layers)) == len(conv_out_channels(teacher))
 
 
 def test_per_stage_ratios_remove_channels_only_where_asked(teacher, example):
     found = {s.name: s for s in stages(teacher, example)}
-    macs = prune.footprint(teacher, example).macs
+    macs = footprint(teacher, example).macs
     before = {n: teacher.get_submodule(n).out_channels for s in found.values() for n in s.layers}
     settings = Settings(keep={"8x8": 0.5, "4x4": 1.0})
     recipe = to_recipe(settings, CompressionParams(), list(found.values()), exclude=[])
@@ -31,7 +32,7 @@ def test_per_stage_ratios_remove_channels_only_where_asked(teacher, example):
         assert teacher.get_submodule(name).out_channels == before[name] // 2
     untouched = [n for n in found["4x4"].layers if n not in found["8x8"].layers]
     assert untouched and all(teacher.get_submodule(n).out_channels == before[n] for n in untouched)
-    assert prune.footprint(teacher, example).macs < macs
+    assert footprint(teacher, example).macs < macs
 
 
 def test_a_layer_ratio_naming_no_layer_is_refused_with_the_key(teacher, example):

@@ -21,14 +21,25 @@ import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
+from pydantic import Field
 from sklearn.cluster import KMeans
 from torch import nn
 from torch.nn.utils import parametrize
 
-from kedro_edge.compress.prune import _finetune
-from kedro_edge.config import ClusterParams, TrainParams
 from kedro_edge.data import Splits
-from kedro_edge.training import accuracy
+from kedro_edge.models.training import TrainParams, accuracy, finetune
+from kedro_edge.schema import Strict
+
+
+class ClusterParams(Strict):
+    """Per-layer k-means weight sharing (``compress.cluster``): fewer distinct values, fewer bytes shipped."""
+
+    enabled: bool = True
+    k: int = Field(16, ge=2, le=256)  # shared values per layer
+    min_weights: int = Field(256, ge=1)  # layers with fewer weights stay as they are
+    finetune_epochs: int = Field(1, ge=0)  # centroids trained, assignments fixed: shared stays shared
+    lr: float = Field(1e-4, gt=0)
+
 
 CLUSTERED = (nn.Conv2d, nn.Linear)  # the QAT wrappers hold one of these as ``inner``
 
@@ -155,7 +166,7 @@ def _finetune_centroids(
     for layer in layers:
         parametrize.register_parametrization(layer, "weight", SharedWeights(layer.weight))
     try:
-        _finetune(model, splits, cfg, train, train.seed, "cluster fine-tune")
+        finetune(model, splits, cfg.finetune_epochs, cfg.lr, train, train.seed, "cluster fine-tune")
     finally:
         for layer in layers:  # the original Parameter objects come back, holding centroids[index]
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)

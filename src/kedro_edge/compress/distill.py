@@ -10,11 +10,23 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from kedro_edge.config import DistillParams, TrainParams
 from kedro_edge.data import Splits
-from kedro_edge.training import FitResult, LossFn, fit, predict
+from kedro_edge.models.factory import ModelSpec
+from kedro_edge.models.training import FitResult, LossFn, TrainParams, fit, predict
+from kedro_edge.schema import Strict
+
+
+class DistillParams(Strict):
+    enabled: bool = True
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1)  # weight of the soft-target term
+    epochs: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    patience: int = Field(4, ge=1)
+    student: ModelSpec | None = None  # a smaller architecture instead of the pruned teacher
 
 
 def distillation_loss(

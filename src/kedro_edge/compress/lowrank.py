@@ -25,12 +25,32 @@ from typing import ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from kedro_edge.compress.prune import _finetune, footprint
-from kedro_edge.config import LowRankParams, TrainParams
 from kedro_edge.data import Splits
-from kedro_edge.training import accuracy
+from kedro_edge.models.footprint import footprint
+from kedro_edge.models.training import TrainParams, accuracy, finetune
+from kedro_edge.schema import Strict
+
+
+class LowRankParams(Strict):
+    """Truncated-SVD factorisation of Linear and k x k Conv layers (``compress.lowrank``)."""
+
+    enabled: bool = False
+    energy: float | None = Field(0.9, gt=0, le=1)  # keep the smallest rank holding this share of sigma^2
+    target_macs: float | None = Field(None, gt=0, lt=1)  # or: ranks chosen to keep this share of MACs
+    conv: Literal["channel", "spatial"] = "channel"  # k x k (r filters) + 1 x 1, or k x 1 (r) + 1 x k
+    min_rank: int = Field(1, ge=1)
+    finetune_epochs: int = Field(2, ge=0)
+    lr: float = Field(1e-3, gt=0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> LowRankParams:
+        if (self.energy is None) == (self.target_macs is None):
+            raise ValueError("set exactly one of 'energy' and 'target_macs'")
+        return self
+
 
 # a share of energy this close below the threshold counts as reaching it (float rounding)
 ENERGY_TOLERANCE = 1e-9
@@ -412,6 +432,6 @@ def lowrank(
     x_val, y_val = splits.x("val"), splits.y("val")
     report["val_accuracy_before_finetune"] = accuracy(model, x_val, y_val)
     if report["layers"]:
-        _finetune(model, splits, cfg, train, train.seed, "low-rank fine-tune")
+        finetune(model, splits, cfg.finetune_epochs, cfg.lr, train, train.seed, "low-rank fine-tune")
     report["val_accuracy"] = accuracy(model, x_val, y_val)
     return model.eval(), report

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import onnx
 
-from kedro_edge.config import QuantizeParams
+from kedro_edge.compress.ptq import LAYER_OPS, Int8Quantizer, check_exclusions
+from kedro_edge.compress.quantize import QuantizeParams
 from kedro_edge.data import Splits
-from kedro_edge.evaluate import ort_predict, session
-from kedro_edge.export import INPUT, LAYER_OPS, Int8Quantizer, check_exclusions
+from kedro_edge.runtimes.onnx_export import INPUT
+from kedro_edge.runtimes.onnxruntime import ort_predict, session
 
 # a float prefix or suffix must make the INT8 model at least this much faster to be kept
 # (two sessions of one model differ by ~3% in a median of 5 repeats on this shared host)

@@ -11,18 +11,46 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 import torch_pruning as tp
+from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from kedro_edge.config import PruneParams, TrainParams
 from kedro_edge.data import Splits, batches
 from kedro_edge.errors import ConfigError
-from kedro_edge.training import accuracy, fit
+from kedro_edge.models.footprint import footprint, output_layers
+from kedro_edge.models.training import TrainParams, accuracy, finetune
+from kedro_edge.schema import Strict
+
+
+class PruneParams(Strict):
+    enabled: bool = True
+    method: Literal["structured", "unstructured"] = "structured"
+    importance: Literal["l1", "l2", "taylor", "random"] = "l2"
+    ratio: float | None = Field(0.5, gt=0, lt=1)  # fraction of each layer's channels removed
+    target_macs: float | None = Field(None, gt=0, lt=1)  # or: keep this fraction of the MACs
+    steps: int = Field(3, ge=1)  # iterative schedule: prune a little, fine-tune, repeat
+    finetune_epochs: int = Field(2, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    global_pruning: bool = False
+    round_to: int | None = Field(None, ge=1)  # keep channel counts multiples of this
+    # per-layer ratios by module name (what the search chooses, NetAdapt-style); layers not
+    # named here take ``ratio``
+    layer_ratios: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PruneParams:
+        if self.method == "structured" and (self.ratio is None) == (self.target_macs is None):
+            raise ValueError("set exactly one of 'ratio' and 'target_macs'")
+        if self.method == "unstructured" and self.ratio is None:
+            raise ValueError("unstructured pruning needs 'ratio'")
+        return self
+
 
 # Importance criteria by parameter name (compression.prune.importance).
 IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
@@ -31,26 +59,6 @@ IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
     "taylor": lambda: tp.importance.TaylorImportance(),
     "random": lambda: tp.importance.RandomImportance(),
 }
-
-
-@dataclass(frozen=True)
-class Footprint:
-    macs: int
-    params: int
-
-
-def footprint(model: nn.Module, example: torch.Tensor) -> Footprint:
-    """MACs and parameter count of ``model`` for one ``example`` input."""
-    was_training = model.training
-    macs, params = tp.utils.count_ops_and_params(model.eval(), example)
-    model.train(was_training)
-    return Footprint(int(macs), int(params))
-
-
-def output_layers(model: nn.Module) -> list[nn.Module]:
-    """The last Linear/Conv layer: its outputs are the classes and must keep their number."""
-    prunable = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    return prunable[-1:]
 
 
 def layer_ratios(model: nn.Module, ratios: dict[str, float]) -> dict[nn.Module, float]:
@@ -112,22 +120,6 @@ def _accumulate_gradients(model: nn.Module, splits: Splits, batch_size: int, n_b
         F.cross_entropy(model(xb), yb).backward()
 
 
-def _finetune(
-    model: nn.Module, splits: Splits, cfg: PruneParams, train: TrainParams, seed: int, description: str
-) -> None:
-    if cfg.finetune_epochs:
-        fit(
-            model,
-            splits,
-            epochs=cfg.finetune_epochs,
-            batch_size=train.batch_size,
-            lr=cfg.lr,
-            weight_decay=train.weight_decay,
-            seed=seed,
-            description=description,
-        )
-
-
 def structured_prune(
     teacher: nn.Module, splits: Splits, cfg: PruneParams, train: TrainParams
 ) -> tuple[nn.Module, dict]:
@@ -143,7 +135,15 @@ def structured_prune(
             _accumulate_gradients(model, splits, train.batch_size)
         pruner.step()
         model.zero_grad(set_to_none=True)
-        _finetune(model, splits, cfg, train, train.seed + step, f"prune step {step + 1}/{cfg.steps}")
+        finetune(
+            model,
+            splits,
+            cfg.finetune_epochs,
+            cfg.lr,
+            train,
+            train.seed + step,
+            f"prune step {step + 1}/{cfg.steps}",
+        )
         now = footprint(model, example)
         steps.append(
             {
@@ -177,7 +177,7 @@ def unstructured_prune(
     example = splits.example()
     targets = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=cfg.ratio)
-    _finetune(model, splits, cfg, train, train.seed, "unstructured fine-tune")
+    finetune(model, splits, cfg.finetune_epochs, cfg.lr, train, train.seed, "unstructured fine-tune")
     for module, name in targets:
         torch_prune.remove(module, name)
     zeros = sum(int((m.weight == 0).sum()) for m, _ in targets)

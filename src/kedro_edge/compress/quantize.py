@@ -14,11 +14,30 @@ lets ORT produce the INT8 graph (fake-quant ops don't export cleanly, pytorch#16
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
+
+from kedro_edge.schema import Strict
+
+
+class QuantizeParams(Strict):
+    enabled: bool = True
+    calibration_samples: int = Field(256, ge=1)  # from the training split
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = True
+    # uint8 activations (U8S8): ORT on x86-64 fuses every Conv into QLinearConv; with int8
+    # (S8S8) it left Conv+ReLU as DQ->float Conv->Q here, 2.8x slower (ORT 1.32, AVX-512).
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    # ONNX node names kept in float (mixed precision), or "auto": measured per layer on the
+    # validation split (accuracy) and on this host (latency); see compress.mixed_precision
+    exclude: list[str] | Literal["auto"] = Field(default_factory=list)
+    auto_max_layer_drop: float = Field(0.5, ge=0)  # auto: points of validation accuracy one layer may cost
+
 
 QMIN, QMAX = -128, 127
 WEIGHT_QMAX = 127  # symmetric: [-127, 127], as ORT's symmetric int8 range
@@ -124,3 +143,11 @@ def to_float(model: nn.Module) -> nn.Module:
     plain = copy.deepcopy(model)
     _swap(plain, lambda m: m.inner if isinstance(m, (QuantConv2d, QuantLinear)) else m)
     return plain.eval()
+
+
+def float_module(model: nn.Module) -> nn.Module:
+    """``model`` as float: fake-quant wrappers removed (a copy) if it has any, else itself in eval mode.
+
+    What the ONNX export takes: ``onnxruntime.quantization`` emits the INT8 graph from these weights.
+    """
+    return to_float(model) if is_quantization_aware(model) else model.eval()

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from kedro_edge import codec
+from kedro_edge.runtimes import codec
 
 MODEL = "model.onnx"
 FILES = ("manifest.json", "parity.npy", MODEL)  # what a version holds on the device

@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from kedro_edge import codec as codecs
 from kedro_edge.bench import agent
 from kedro_edge.errors import ConfigError
 from kedro_edge.fleet import ssh
 from kedro_edge.fleet.device import CHUNK, call, first_answer
 from kedro_edge.fleet.inventory import Device
 from kedro_edge.fleet.ssh import DeviceError
+from kedro_edge.runtimes import codec as codecs
 
 Model = Path | bytes  # an ONNX file, or its bytes
 

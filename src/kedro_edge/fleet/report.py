@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kedro_edge.config import DeploymentParams
+from kedro_edge.fleet.params import DeploymentParams
 
 FIGURES = (
     "runs",

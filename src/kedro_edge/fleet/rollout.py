@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from kedro_edge.config import DeploymentParams
 from kedro_edge.fleet import device as ops
-from kedro_edge.fleet import gates, lease
+from kedro_edge.fleet import device_gates, lease
 from kedro_edge.fleet.candidate import Candidate
 from kedro_edge.fleet.connections import Connections
 from kedro_edge.fleet.inventory import Device, Fleet
+from kedro_edge.fleet.params import DeploymentParams
 from kedro_edge.fleet.pool import Outcome, for_each
 from kedro_edge.fleet.ssh import Endpoint
 
@@ -149,7 +149,7 @@ class Rollout:
         return self._with_parity(result)
 
     def _with_parity(self, result: dict) -> dict:
-        result["parity"] = gates.parity(self.reference, result.pop("parity_outputs"))
+        result["parity"] = device_gates.parity(self.reference, result.pop("parity_outputs"))
         return result
 
     def _refuse(self, d: Device, endpoint: Endpoint) -> dict:
@@ -208,7 +208,7 @@ class Rollout:
         passed, refused = [], []
         for d, data in self._ok(measure, measured):
             entry = self.devices[d.name]
-            results = gates.evaluate(data, self.fleet.groups[d.group].budgets, cfg.regression)
+            results = device_gates.evaluate(data, self.fleet.groups[d.group].budgets, cfg.regression)
             entry["measurement"] = data
             entry["gates"] = [r.to_dict() for r in results]
             bad = [r for r in results if not r.passed]

@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from kedro_edge.config import DeploymentParams
 from kedro_edge.fleet.candidate import Candidate
 from kedro_edge.fleet.inventory import Fleet
+from kedro_edge.fleet.params import DeploymentParams
 from kedro_edge.fleet.rollout import Rollout, plan_waves, shipping, verdict
 
 MAX_BATCH = 1000  # devices one controller task takes on (benchmarks/fleet_scale.py)

@@ -15,8 +15,8 @@ from fsspec.core import url_to_fs
 from kedro.io import AbstractDataset
 
 from kedro_edge.data import check_arrays, load_digits_arrays
+from kedro_edge.data.glyphs import CLASSES, GlyphSpec, generate
 from kedro_edge.errors import DataError
-from kedro_edge.glyphs import CLASSES, GlyphSpec, generate
 from kedro_edge.io.base import FileDataset
 from kedro_edge.progress import progress_bar
 
@@ -80,7 +80,7 @@ class DigitsDataset(AbstractDataset):
 
 
 class GlyphsDataset(NpzDataset):
-    """The bundled default task (``kedro_edge.glyphs``), generated once into ``filepath``.
+    """The bundled default task (``kedro_edge.data.glyphs``), generated once into ``filepath``.
 
     The first load renders the images (a rich progress bar; ~7 s for 20,000) and writes them
     with the spec that made them; later loads read the file. A file whose recorded spec

@@ -9,7 +9,7 @@ from typing import Any
 from kedro_edge.errors import ConfigError, DataError
 from kedro_edge.fleet.inventory import Fleet, load_fleet
 from kedro_edge.io.base import FileDataset
-from kedro_edge.versioning import artifact_version, file_hashes
+from kedro_edge.lineage.versioning import artifact_version, file_hashes
 
 
 class FleetDataset(FileDataset):

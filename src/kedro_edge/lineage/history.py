@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from kedro_edge.errors import DataError
+from kedro_edge.lineage.versioning import git
 from kedro_edge.param_sources import leaves
-from kedro_edge.versioning import git
 
 MODEL = "data/06_models/model.onnx"
 VALIDATED = "data/08_reporting/validated_model.json"

@@ -18,7 +18,7 @@ from typing import Any
 
 from kedro_edge.errors import DataError
 from kedro_edge.lineage import history
-from kedro_edge.versioning import file_hashes, git
+from kedro_edge.lineage.versioning import file_hashes, git
 
 
 def _dvc(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

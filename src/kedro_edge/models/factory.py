@@ -16,10 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from kedro_edge.config import ModelSpec
 from kedro_edge.errors import ConfigError
+from kedro_edge.schema import Strict
+
+
+class ModelSpec(Strict):
+    """A ``torch.nn.Module`` class by import path, with constructor keyword arguments."""
+
+    class_path: str = "kedro_edge.models.ResidualCNN"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
 def import_class(path: str, key: str) -> type:

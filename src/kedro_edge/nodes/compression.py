@@ -7,9 +7,10 @@ import numpy as np
 import onnx
 from torch import nn
 
-from kedro_edge import compress, config, data, export
-from kedro_edge.compress import distill, mixed_precision, quantize
+from kedro_edge import compress, config, data
+from kedro_edge.compress import distill, mixed_precision, ptq, quantize
 from kedro_edge.models import build_model
+from kedro_edge.runtimes import onnx_export
 
 
 def _technique(
@@ -84,7 +85,7 @@ def export_teacher(
 ) -> onnx.ModelProto:
     """teacher.onnx: FP32, dynamic batch axis, checked."""
     cfg = config.parse(config.CompressionParams, compression, "compression")
-    return export.to_onnx(teacher, data.Splits(model_input).input_shape, cfg.export.opset)
+    return onnx_export.to_onnx(teacher, data.Splits(model_input).input_shape, cfg.export.opset)
 
 
 def export_model(
@@ -94,10 +95,10 @@ def export_model(
     of ``quantize.exclude`` (or those ``auto`` finds on the validation split) left in float."""
     cfg = config.parse(config.CompressionParams, compression, "compression")
     splits = data.Splits(model_input)
-    fp32 = export.to_onnx(student, splits.input_shape, cfg.export.opset)
+    fp32 = onnx_export.to_onnx(quantize.float_module(student), splits.input_shape, cfg.export.opset)
     if not cfg.quantize.enabled:
         return fp32, {"quantized": False}
     calib = data.calibration_samples(splits, cfg.quantize.calibration_samples)
     exclude, report = mixed_precision.resolve(fp32, calib, splits, cfg.quantize)
     chosen = cfg.quantize.model_copy(update={"exclude": exclude})
-    return export.quantize_int8(fp32, calib, chosen), {"quantized": True, "exclude": exclude, **report}
+    return ptq.quantize_int8(fp32, calib, chosen), {"quantized": True, "exclude": exclude, **report}

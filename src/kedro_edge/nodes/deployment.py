@@ -11,13 +11,15 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from kedro_edge import config, data, evaluate, plots
+from kedro_edge import config, data
 from kedro_edge.errors import GateError
+from kedro_edge.evaluation import plots
 from kedro_edge.fleet import report, shard
 from kedro_edge.fleet.candidate import Candidate, temporary_folder
 from kedro_edge.fleet.inventory import Fleet
 from kedro_edge.fleet.rollout import staged_rollout
 from kedro_edge.io.fleet import ModelFile
+from kedro_edge.runtimes import onnxruntime as ort_host
 
 
 def release_to_fleet(
@@ -63,7 +65,7 @@ def release_spec(
         "model": model_file.data, "version": version, "created_utc": now, "codec": cfg.codec,
         "manifest": {"model": version, "validation": validated.get("figures"), "created_utc": now},
         "parity": parity_inputs,
-        "reference": evaluate.ort_predict(evaluate.session(model_file.data), parity_inputs),
+        "reference": ort_host.ort_predict(ort_host.session(model_file.data), parity_inputs),
         "devices": [d.name for d in fleet.select(cfg.devices, cfg.group)],
     }  # fmt: skip
 

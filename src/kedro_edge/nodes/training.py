@@ -9,7 +9,7 @@ from torch import nn
 from kedro_edge import config, data
 from kedro_edge.errors import DataError
 from kedro_edge.models import build_model
-from kedro_edge.training import fit
+from kedro_edge.models.training import fit
 
 
 def split_dataset(raw: dict[str, np.ndarray], params: dict) -> dict[str, np.ndarray]:

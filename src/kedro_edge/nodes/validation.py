@@ -10,10 +10,13 @@ import onnx
 from matplotlib.figure import Figure
 from torch import nn
 
-from kedro_edge import config, data, evaluate, export, gate, plots, robustness
-from kedro_edge import stages as compare_stages
+from kedro_edge import config, data
 from kedro_edge.compress import quantize
+from kedro_edge.evaluation import gates, plots, robustness
+from kedro_edge.evaluation import report as compare_stages
+from kedro_edge.evaluation import stage as stage_eval
 from kedro_edge.io.fleet import ModelFile
+from kedro_edge.runtimes import onnx_export
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +42,20 @@ def evaluate_models(
     # stage -> (ONNX model that runs, torch module it should agree with)
     stages: dict[str, tuple[onnx.ModelProto, nn.Module]] = {"teacher": (teacher_onnx, teacher)}
     if comp.lowrank.enabled:
-        stages["lowrank"] = (export.to_onnx(lowrank, shape, opset), lowrank)
+        stages["lowrank"] = (onnx_export.to_onnx(lowrank, shape, opset), lowrank)
     if comp.prune.enabled:
-        stages["pruned"] = (export.to_onnx(pruned, shape, opset), pruned)
+        stages["pruned"] = (onnx_export.to_onnx(pruned, shape, opset), pruned)
     if comp.distill.enabled:
         float_student = quantize.to_float(student)
-        stages["distilled"] = (export.to_onnx(float_student, shape, opset), float_student)
+        stages["distilled"] = (onnx_export.to_onnx(float_student, shape, opset), float_student)
     if comp.cluster.enabled:
         float_clustered = quantize.to_float(clustered)
-        stages["clustered"] = (export.to_onnx(float_clustered, shape, opset), float_clustered)
+        stages["clustered"] = (onnx_export.to_onnx(float_clustered, shape, opset), float_clustered)
     if comp.quantize.enabled:
         stages["int8"] = (model_onnx, clustered)  # the fake-quant module simulates the INT8 graph
     robust_x = robustness.perturbed_copy(splits.x("test"), cfg.robustness) if cfg.robustness.enabled else None
     evaluations = {
-        name: evaluate.evaluate_stage(m, mod, splits, cfg.latency, cfg.batch_size, robust_x, cfg.confidence)
+        name: stage_eval.evaluate_stage(m, mod, splits, cfg.latency, cfg.batch_size, robust_x, cfg.confidence)
         for name, (m, mod) in stages.items()
     }
     figures = compare_stages.compare(evaluations, cfg)
@@ -67,7 +70,7 @@ def evaluate_models(
     metrics["warnings"] = compare_stages.regressions(figures, cfg)
     for finding in metrics["warnings"]:
         log.warning(finding["message"])
-    metrics["gates"] = [r.to_dict() for r in gate.evaluate_gates(metrics, cfg.gates)]
+    metrics["gates"] = [r.to_dict() for r in gates.evaluate_gates(metrics, cfg.gates)]
     metrics["passed"] = all(r["passed"] for r in metrics["gates"])
     return metrics
 
@@ -91,6 +94,6 @@ def enforce_gates(metrics: dict, model_file: ModelFile, *_written: Any) -> dict[
     Runs after the figures are saved. The record names the model by sha256, so deployment
     can refuse a model.onnx that is not the one validated.
     """
-    gate.enforce(metrics["gates"])
+    gates.enforce(metrics["gates"])
     final = metrics["stages"][metrics["final_stage"]]
     return {"passed": True, "model": model_file.version, "figures": final, "gates": metrics["gates"]}

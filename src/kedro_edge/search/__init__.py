@@ -17,9 +17,12 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from kedro_edge import data, export, training
-from kedro_edge.config import CompressionParams, TrainParams
+from kedro_edge import data
 from kedro_edge.fleet.inventory import Fleet
+from kedro_edge.models import training
+from kedro_edge.models.training import TrainParams
+from kedro_edge.runtimes import onnx_export
+from kedro_edge.search.params import CompressionParams
 
 VAL_INPUTS = 16  # validation images the target feeds to every candidate
 
@@ -30,7 +33,7 @@ def search(
     """Run (or resume, or extend) the study of ``cfg.search`` and return its record."""
     from kedro_edge.search import candidate, record, study, target
 
-    reference = export.to_onnx(teacher, splits.input_shape, cfg.export.opset).SerializeToString()
+    reference = onnx_export.to_onnx(teacher, splits.input_shape, cfg.export.opset).SerializeToString()
     where = target.resolve(
         cfg.search.target, fleet, reference, splits.x("val")[:VAL_INPUTS], cfg.search.latency
     )

@@ -11,7 +11,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
-from kedro_edge import accuracy
+from kedro_edge.evaluation import statistics
 from kedro_edge.search import candidate as cand
 from kedro_edge.search.study import Context, feasible, finished, load_graph
 from kedro_edge.search.target import sha256
@@ -46,7 +46,7 @@ def choose(ctx: Context, trials: list[FrozenTrial], confidence: float = 0.95) ->
     confirmed = ctx.target.measure([graph])[0]
     teacher_test = cand.correct(ctx.target.reference, ctx.splits, "test")
     chosen_test = cand.correct(graph, ctx.splits, "test")
-    test = accuracy.paired(teacher_test, chosen_test, confidence)
+    test = statistics.paired(teacher_test, chosen_test, confidence)
     return {
         "trial": chosen.number,
         "settings": chosen.user_attrs["settings"],
@@ -55,8 +55,8 @@ def choose(ctx: Context, trials: list[FrozenTrial], confidence: float = 0.95) ->
         "val_drop_points": chosen.user_attrs["val_drop_points"],
         "latency": dict(confirmed, timed="the trial's INT8 model after fine-tuning"),
         "test": {
-            "accuracy": accuracy.accuracy(chosen_test, confidence).to_dict(),
-            "teacher_accuracy": accuracy.accuracy(teacher_test, confidence).to_dict(),
+            "accuracy": statistics.accuracy(chosen_test, confidence).to_dict(),
+            "teacher_accuracy": statistics.accuracy(teacher_test, confidence).to_dict(),
             "vs_teacher": test.to_dict(),
             "summary": test.describe(),
         },

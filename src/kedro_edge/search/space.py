@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from kedro_edge.compress.prune import output_layers
-from kedro_edge.config import CompressionParams, SearchParams, SearchSpace
+from kedro_edge.models.footprint import output_layers
+from kedro_edge.search.params import CompressionParams, SearchParams, SearchSpace
 
 MIN_KEEP = 0.05  # a stage never loses all its channels
 

@@ -36,9 +36,10 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from kedro_edge import data
-from kedro_edge.config import CompressionParams, TrainParams
+from kedro_edge.models.training import TrainParams
 from kedro_edge.progress import progress_bar
 from kedro_edge.search import candidate as cand
+from kedro_edge.search.params import CompressionParams
 from kedro_edge.search.space import recipe_params, sample, stages
 from kedro_edge.search.target import Target, sha256
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from kedro_edge.config import SearchLatency
 from kedro_edge.errors import ConfigError
 from kedro_edge.fleet.inventory import Fleet
 from kedro_edge.fleet.measure import MeasureOptions, measure_on_device, measure_on_host
 from kedro_edge.fleet.ssh import DeviceError
+from kedro_edge.search.params import SearchLatency
 
 Measurer = Callable[[bytes, Sequence[bytes]], dict[str, Any]]
 

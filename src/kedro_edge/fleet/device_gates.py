@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from kedro_edge.bench.stats import regression
+from kedro_edge.evaluation.gates import GateResult
+from kedro_edge.evaluation.regression import regression
 from kedro_edge.fleet.inventory import Budgets
-from kedro_edge.gate import GateResult
 
 
 def parity(reference: np.ndarray, device_outputs: list) -> dict[str, Any]:

@@ -8,10 +8,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
-from kedro_edge.config import GateParams
+from pydantic import Field
+
 from kedro_edge.errors import GateError
+from kedro_edge.schema import Strict
+
+
+class GateParams(Strict):
+    # points of test accuracy the final model may lose against the teacher (paired, same images)
+    max_accuracy_drop: float | None = Field(1.0, ge=0)
+    # the same on the perturbed copy of the test split (validation.robustness)
+    max_robust_accuracy_drop: float | None = Field(2.0, ge=0)
+    # upper_bound: the drop's paired upper confidence bound must be within the limit (the model
+    # is shown to be no worse than that: a non-inferiority test); point: the point estimate only
+    accuracy_decision: Literal["upper_bound", "point"] = "upper_bound"
+    min_size_reduction: float | None = Field(4.0, ge=1)  # teacher.onnx bytes / model.onnx bytes
+    min_agreement: float | None = Field(0.98, ge=0, le=1)  # torch vs ONNX top-1, final model
 
 
 @dataclass(frozen=True)

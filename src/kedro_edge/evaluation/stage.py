@@ -1,7 +1,7 @@
 """Figures for an artifact, measured through ONNX Runtime: accuracy, size, params, MACs, latency.
 
 Accuracy comes with n and a confidence interval, on the clean test split and, when given,
-on its perturbed copy (``kedro_edge.robustness``).
+on its perturbed copy (``kedro_edge.evaluation.robustness``).
 
 Latency is single-stream (batch 1, one query at a time) with a fixed thread count, after a
 warm-up, until both a minimum number of runs and a minimum duration are reached (MLPerf's
@@ -11,63 +11,22 @@ computes what the torch module does.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
-from kedro_edge import accuracy as acc
-from kedro_edge.codec import shipped_size
-from kedro_edge.compress.prune import footprint
 from kedro_edge.compress.quantize import is_quantization_aware, to_float
-from kedro_edge.config import LatencyParams
 from kedro_edge.data import Splits
-from kedro_edge.export import INPUT
-from kedro_edge.training import predict
-
-
-def session(model: onnx.ModelProto | bytes, threads: int = 1) -> ort.InferenceSession:
-    """A CPU session with a fixed intra-op thread count (latency depends on it)."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    data = model if isinstance(model, bytes) else model.SerializeToString()
-    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-
-
-def ort_predict(sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    return np.concatenate(
-        [sess.run(None, {INPUT: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
-    )
-
-
-def latency_ms(sess: ort.InferenceSession, samples: np.ndarray, cfg: LatencyParams) -> np.ndarray:
-    """Per-query latencies in ms at batch 1 (warm-up excluded)."""
-    feeds = [{INPUT: samples[i : i + 1]} for i in range(len(samples))]
-    for i in range(cfg.warmup):
-        sess.run(None, feeds[i % len(feeds)])
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < cfg.min_runs or time.perf_counter() - start < cfg.min_seconds:
-        t0 = time.perf_counter_ns()
-        sess.run(None, feeds[len(times) % len(feeds)])
-        times.append((time.perf_counter_ns() - t0) / 1e6)
-    return np.asarray(times)
-
-
-def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Top-1 agreement and max absolute difference between two sets of logits."""
-    return {
-        "top1_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()),
-        "max_abs_diff": float(np.abs(reference - candidate).max()),
-    }
+from kedro_edge.evaluation import statistics as acc
+from kedro_edge.models.footprint import footprint
+from kedro_edge.models.training import predict
+from kedro_edge.runtimes.codec import shipped_size
+from kedro_edge.runtimes.onnxruntime import agreement, latency_ms, ort_predict, session
+from kedro_edge.runtimes.timing import LatencyParams
 
 
 @dataclass

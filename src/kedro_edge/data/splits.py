@@ -16,6 +16,20 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
 from kedro_edge.errors import DataError
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
+
+from kedro_edge.schema import Strict
+
+
+class DataParams(Strict):
+    seed: int = 42
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    image_size: int | None = Field(32, ge=4, le=512)  # resize (bilinear); null keeps the size
+
 
 SPLITS = ("train", "val", "test")
 

@@ -60,7 +60,7 @@ class GlyphSpec:
     severity: float = 1.0  # scales every distortion; 0 gives clean centred glyphs
 
     def to_json(self) -> dict:
-        return {"generator": "kedro_edge.glyphs", "classes": CLASSES, **asdict(self)}
+        return {"generator": "kedro_edge.data.glyphs", "classes": CLASSES, **asdict(self)}
 
 
 def font_dir() -> Path:

@@ -1,4 +1,4 @@
-"""ONNX export (FP32, dynamic batch axis) and INT8 conversion with ONNX Runtime's quantizer.
+"""Post-training quantization: an FP32 ONNX graph to INT8 with ONNX Runtime's static quantizer.
 
 INT8 is QDQ with int8 per-channel weights and (by default) uint8 activations, statically
 calibrated on training images. U8S8 because it is what ORT fuses fully on x86-64 (every
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import io
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -28,13 +26,10 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
-from torch import nn
 
-from kedro_edge.compress.quantize import is_quantization_aware, to_float
-from kedro_edge.config import QuantizeParams
+from kedro_edge.compress.quantize import QuantizeParams
 from kedro_edge.errors import ConfigError
-
-INPUT, OUTPUT = "input", "logits"
+from kedro_edge.runtimes.onnx_export import INPUT, check
 
 ACTIVATION_TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
 
@@ -43,35 +38,6 @@ CALIBRATION_METHODS = {
     "entropy": CalibrationMethod.Entropy,
     "percentile": CalibrationMethod.Percentile,
 }
-
-
-def check(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``onnx.checker`` with strict shape inference; returns the model without value_info.
-
-    Intermediate shapes are dropped from the file: ONNX Runtime infers them at load, and
-    on a small INT8 model they are a fifth of the bytes shipped to every device.
-    """
-    onnx.checker.check_model(model, full_check=True)
-    del model.graph.value_info[:]
-    return model
-
-
-def to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int = 17) -> onnx.ModelProto:
-    """Export a float module (fake-quant wrappers removed first) with a dynamic batch axis."""
-    plain = to_float(model) if is_quantization_aware(model) else model.eval()
-    buffer = io.BytesIO()
-    torch.onnx.export(
-        plain,
-        (torch.zeros(input_shape),),
-        buffer,
-        input_names=[INPUT],
-        output_names=[OUTPUT],
-        dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
-        opset_version=opset,
-        do_constant_folding=True,
-        dynamo=False,  # see PITFALLS: Export
-    )
-    return check(onnx.load_from_string(buffer.getvalue()))
 
 
 class _Batches(CalibrationDataReader):

@@ -17,14 +17,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from kedro_edge import data, export
-from kedro_edge.codec import shipped_size
-from kedro_edge.compress import cluster, distill, lowrank, prune
+from kedro_edge import data
+from kedro_edge.compress import cluster, distill, lowrank, prune, ptq
 from kedro_edge.compress.mixed_precision import layer_names
-from kedro_edge.config import CompressionParams, TrainParams
-from kedro_edge.evaluate import ort_predict, session
+from kedro_edge.models.footprint import footprint
+from kedro_edge.models.training import TrainParams, accuracy, fit
+from kedro_edge.runtimes import onnx_export
+from kedro_edge.runtimes.codec import shipped_size
+from kedro_edge.runtimes.onnxruntime import ort_predict, session
+from kedro_edge.search.params import CompressionParams
 from kedro_edge.search.space import Settings, stages, to_recipe
-from kedro_edge.training import accuracy, fit
 
 
 @dataclass
@@ -42,14 +44,14 @@ def _int8(
     model: nn.Module, splits: data.Splits, cfg: CompressionParams, settings: Settings
 ) -> tuple[bytes, list]:
     """The INT8 QDQ graph of ``model``, its first and/or last weighted layer float as ``settings`` say."""
-    fp32 = export.to_onnx(model, splits.input_shape, cfg.export.opset)
+    fp32 = onnx_export.to_onnx(model, splits.input_shape, cfg.export.opset)
     layers = layer_names(fp32)
     exclude = ([layers[0]] if settings.exclude_first else []) + (
         [layers[-1]] if settings.exclude_last else []
     )
     calib = data.calibration_samples(splits, cfg.quantize.calibration_samples)
     chosen = cfg.quantize.model_copy(update={"exclude": exclude})
-    return export.quantize_int8(fp32, calib, chosen).SerializeToString(), exclude
+    return ptq.quantize_int8(fp32, calib, chosen).SerializeToString(), exclude
 
 
 def build(teacher: nn.Module, splits: data.Splits, settings: Settings, cfg: CompressionParams) -> Candidate:
@@ -66,7 +68,7 @@ def build(teacher: nn.Module, splits: data.Splits, settings: Settings, cfg: Comp
     prune.one_shot(model, example, recipe.prune)
     graph, exclude = _int8(model, splits, cfg, settings)
     recipe = recipe.model_copy(update={"quantize": recipe.quantize.model_copy(update={"exclude": exclude})})
-    fp = prune.footprint(model, example)
+    fp = footprint(model, example)
     return Candidate(settings, model.eval(), recipe, graph, fp.macs, fp.params)
 
 

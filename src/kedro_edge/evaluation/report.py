@@ -12,21 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from kedro_edge import accuracy
-from kedro_edge.config import ValidationParams
+from kedro_edge.evaluation import statistics
+from kedro_edge.evaluation.params import ValidationParams
 
 if TYPE_CHECKING:  # annotations only: the hooks print this table without loading torch or ORT
-    from kedro_edge.evaluate import StageEvaluation
+    from kedro_edge.evaluation.stage import StageEvaluation
 
 
 def _paired(reference: StageEvaluation, candidate: StageEvaluation, cfg: ValidationParams) -> dict[str, Any]:
     out = {
-        "clean": accuracy.paired(
+        "clean": statistics.paired(
             reference.correct, candidate.correct, cfg.confidence, cfg.bootstrap_resamples
         )
     }
     if reference.robust_correct is not None and candidate.robust_correct is not None:
-        out["robust"] = accuracy.paired(
+        out["robust"] = statistics.paired(
             reference.robust_correct, candidate.robust_correct, cfg.confidence, cfg.bootstrap_resamples
         )
     return {k: v.to_dict() for k, v in out.items()}
@@ -92,7 +92,9 @@ def regressions(stages: dict[str, dict[str, Any]], cfg: ValidationParams) -> lis
             comparison = fig["vs_previous"].get(kind)
             if comparison and _significant_loss(comparison, alpha):
                 found.append(
-                    _finding(name, prev_name, label, comparison["diff_points"], accuracy.describe(comparison))
+                    _finding(
+                        name, prev_name, label, comparison["diff_points"], statistics.describe(comparison)
+                    )
                 )
     return found
 

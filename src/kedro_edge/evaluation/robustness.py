@@ -9,10 +9,26 @@ each with its own seeded generator, so the copy is the same on every run.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from kedro_edge.config import RobustnessParams
+from kedro_edge.schema import Strict
+
+
+class RobustnessParams(Strict):
+    """The seeded perturbed copy of the test split (``kedro_edge.evaluation.robustness``)."""
+
+    enabled: bool = True
+    perturbations: list[Literal["noise", "shift", "contrast"]] = Field(
+        default_factory=lambda: ["shift", "noise"], min_length=1
+    )
+    noise_std: float = Field(0.1, ge=0)  # Gaussian noise, in input units (images: [0, 1])
+    max_shift: int = Field(2, ge=0, le=16)  # pixels, each image shifted by up to this in x and y
+    contrast: float = Field(0.5, ge=0, lt=1)  # contrast scaled by a factor in [1 - contrast, 1]
+    seed: int = 0
+
 
 Perturbation = Callable[[np.ndarray, RobustnessParams, np.random.Generator], np.ndarray]
 

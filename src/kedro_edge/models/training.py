@@ -13,10 +13,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from kedro_edge.data import Splits, batches
 from kedro_edge.progress import progress_bar
+from kedro_edge.schema import Strict
+
+
+class TrainParams(Strict):
+    seed: int = 0
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    patience: int = Field(5, ge=1)  # epochs without a better validation accuracy before stopping
+
 
 # (student logits, labels, inputs or the rows of fit's ``targets``) -> scalar loss
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -108,3 +120,21 @@ def fit(
     model.eval()
     result.best_val_accuracy = best[0]
     return result
+
+
+def finetune(
+    model: nn.Module, splits: Splits, epochs: int, lr: float, train: TrainParams, seed: int, description: str
+) -> None:
+    """Fine-tune ``model`` in place for ``epochs`` (none: unchanged) with the training split's batch
+    size and weight decay: what every technique runs after it changes the model."""
+    if epochs:
+        fit(
+            model,
+            splits,
+            epochs=epochs,
+            batch_size=train.batch_size,
+            lr=lr,
+            weight_decay=train.weight_decay,
+            seed=seed,
+            description=description,
+        )
