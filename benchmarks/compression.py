@@ -637,7 +637,7 @@ def build_candidates(
             )
     on_teacher = teacher_peers(teacher, model_input, params, timings)
     with phase("prune + fine-tune (tp_prune_only, and the pipeline's prune stage)", timings):
-        pruned, prune_report = nodes.prune_teacher(teacher, model_input, comp, train)
+        pruned, prune_report = nodes.apply_technique("prune", teacher, teacher, model_input, comp, train)
         pruned_onnx = onnx_export.to_onnx(pruned, splits.input_shape, cfg.export.opset)
     prune_ptq = Candidate("prune_ptq", "the pruned model + ORT quantize_static, no QAT/KD", module=pruned)
     with phase("ORT static INT8 of the pruned model (prune_ptq)", timings):
@@ -681,7 +681,7 @@ def teacher_peers(
     lowrank_only = Candidate("lowrank_only", f"truncated SVD ({ranks}) + fine-tune, FP32 ONNX")
 
     def build_lowrank() -> Built:
-        module, report = nodes.factorise_teacher(teacher, model_input, lowrank, train)
+        module, report = nodes.apply_technique("lowrank", teacher, teacher, model_input, lowrank, train)
         return nodes.export_teacher(module, model_input, lowrank), module, {"lowrank_report": report}
 
     with phase("low-rank factorisation + fine-tune (lowrank_only)", timings):
@@ -689,7 +689,7 @@ def teacher_peers(
     cluster_ptq = Candidate("cluster_ptq", f"k-means weight sharing (k={CLUSTER_K}) + fine-tune, ORT INT8")
 
     def build_cluster() -> Built:
-        module, report = nodes.cluster_student(teacher, model_input, clustered, train)
+        module, report = nodes.apply_technique("cluster", teacher, teacher, model_input, clustered, train)
         model, quantize_report = nodes.export_model(module, model_input, clustered)
         return model, module, {"cluster_report": report, "quantize_report": quantize_report}
 
@@ -719,16 +719,20 @@ def pipeline_run(
     ``pruned``: the prune node's output, if low-rank is off (the peers' pruned teacher, the same
     thing); ``factorised``: the low-rank node's output and report, if already run."""
     comp, train = params["compression"], params["training"]
-    lowrank, lowrank_report = factorised or nodes.factorise_teacher(teacher, model_input, comp, train)
+    lowrank, lowrank_report = factorised or nodes.apply_technique(
+        "lowrank", teacher, teacher, model_input, comp, train
+    )
     details: dict[str, Any] = {}
     if lowrank_report.get("method") != "none":
         details["lowrank_report"] = lowrank_report
         pruned = None  # the pipeline prunes the factorised teacher
     if pruned is None:
-        pruned, details["prune_report"] = nodes.prune_teacher(lowrank, model_input, comp, train)
-    qat = nodes.quantize_student(pruned, model_input, comp)
-    student = nodes.distill_student(qat, teacher, model_input, comp, train)
-    shipped, cluster_report = nodes.cluster_student(student, model_input, comp, train)
+        pruned, details["prune_report"] = nodes.apply_technique(
+            "prune", lowrank, lowrank, model_input, comp, train
+        )
+    qat = nodes.apply_technique("quantize", pruned, pruned, model_input, comp, train)[0]
+    student = nodes.apply_technique("distill", qat, teacher, model_input, comp, train)[0]
+    shipped, cluster_report = nodes.apply_technique("cluster", student, student, model_input, comp, train)
     if cluster_report.get("method") != "none":
         details["cluster_report"] = cluster_report
     model, details["quantize_report"] = nodes.export_model(shipped, model_input, comp)
@@ -780,7 +784,7 @@ def pipeline_variants(
 
         def build(cluster_on: bool = states["cluster"], comp: dict = comp) -> Built:
             if cluster_on not in clustered:  # the cluster node on the distilled student, once per state
-                module, report = nodes.cluster_student(student, model_input, comp, train)
+                module, report = nodes.apply_technique("cluster", student, student, model_input, comp, train)
                 details = {"cluster_report": report} if report.get("method") != "none" else {}
                 clustered[cluster_on] = module, details
             module, details = clustered[cluster_on]

@@ -4,7 +4,7 @@ Trains (or loads) an FP32 teacher on the default task (the generated glyphs of
 ``conf/base/catalog.yml``'s ``raw_images``, split with ``parameters.data``), then, all at one
 accuracy budget (``compression.search.budget.max_accuracy_drop``, 1.0 point as shipped; ``--budget``):
 
-- ``searched@host``          ``kedro_edge.search.search`` with ``target: host`` (its own study, a fresh
+- ``searched@host``          ``kedro_edge.search.driver.search`` with ``target: host`` (its own study, a fresh
                              journal file in ``<out-dir>/search_studies/``), then the compression
                              pipeline's nodes on the chosen trial's recipe (``record["chosen"]["recipe"]``):
                              low-rank -> prune -> QAT -> distill -> cluster -> ``export_model``;
@@ -100,7 +100,8 @@ from kedro_edge.fleet.measure import MeasureOptions, measure_on_device, measure_
 from kedro_edge.runtimes import onnx_export
 from kedro_edge.runtimes import onnxruntime as ort_host
 from kedro_edge.runtimes.codec import shipped_size  # noqa: E402
-from kedro_edge.search import VAL_INPUTS, record, search  # noqa: E402
+from kedro_edge.search import record  # noqa: E402
+from kedro_edge.search.driver import VAL_INPUTS, search  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

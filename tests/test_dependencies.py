@@ -20,6 +20,7 @@ NOT_IMPORTED = {
     "dvc-s3": "a DVC plugin: the S3 remote",
     "ansible-core": "the `ansible-playbook` command: benchmarks/fleet.py",
     "ruff": "the `ruff` linter (README, Development)",
+    "import-linter": "the `lint-imports` command: tests/test_layers.py",
     "dagster-webserver": "the `dagster-webserver` and `dagster dev` commands (README, Orchestrator: Dagster)",
     "dagster-dg-cli": "the `dg` command, behind `kedro dagster dev`",
 }

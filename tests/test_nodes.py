@@ -12,8 +12,8 @@ TRAIN = {"batch_size": 64}
 
 def test_ptq_only_path_when_distillation_is_off(teacher, splits):
     comp = {"distill": {"enabled": False}, "quantize": {"calibration_samples": 32}}
-    qat = nodes.quantize_student(teacher, splits.arrays, comp)
-    student = nodes.distill_student(qat, teacher, splits.arrays, comp, TRAIN)
+    qat = nodes.apply_technique("quantize", teacher, teacher, splits.arrays, comp, TRAIN)[0]
+    student = nodes.apply_technique("distill", qat, teacher, splits.arrays, comp, TRAIN)[0]
     assert student is qat  # untouched: no training under quantization
     model, report = nodes.export_model(student, splits.arrays, comp)
     assert "QuantizeLinear" in {n.op_type for n in model.graph.node}
@@ -34,7 +34,7 @@ def test_auto_mixed_precision_keeps_the_layers_it_reports_in_float(teacher, spli
 
 def test_quantization_off_ships_fp32(teacher, splits):
     comp = {"quantize": {"enabled": False}, "distill": {"enabled": False}}
-    student = nodes.quantize_student(teacher, splits.arrays, comp)
+    student = nodes.apply_technique("quantize", teacher, teacher, splits.arrays, comp, TRAIN)[0]
     assert not is_quantization_aware(student)
     model, report = nodes.export_model(student, splits.arrays, comp)
     assert report == {"quantized": False}
@@ -46,7 +46,7 @@ def test_quantization_off_ships_fp32(teacher, splits):
 def test_a_smaller_student_architecture_is_distilled_from_the_teacher(teacher, splits):
     spec = {"class_path": "kedro_edge.models.ResidualCNN", "kwargs": {"widths": [4]}}
     comp = {"distill": {"epochs": 1, "student": spec}, "quantize": {"calibration_samples": 32}}
-    student = nodes.distill_student(teacher, teacher, splits.arrays, comp, TRAIN)
+    student = nodes.apply_technique("distill", teacher, teacher, splits.arrays, comp, TRAIN)[0]
     assert is_quantization_aware(student)
 
     plain = to_float(student)

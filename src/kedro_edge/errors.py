@@ -25,3 +25,7 @@ class DataError(KedroEdgeError, DatasetError):
 
 class GateError(KedroEdgeError):
     """A release gate refused the artifact; the figures were written before this is raised."""
+
+
+class SearchError(KedroEdgeError):
+    """No candidate met the budget; the record was written before this is raised."""

@@ -13,7 +13,8 @@ import pytest
 from kedro_edge import nodes
 from kedro_edge.config import CompressionParams, TrainParams
 from kedro_edge.errors import KedroEdgeError
-from kedro_edge.search import record, search
+from kedro_edge.search import record
+from kedro_edge.search.driver import search
 
 FAST = {"blocks": 2, "min_runs": 10, "min_seconds": 0.0, "warmup": 2}
 TRAIN = TrainParams(epochs=1, batch_size=64, lr=0.01)
@@ -98,7 +99,7 @@ WORKER = """
 import json, sys, torch
 from kedro_edge.config import CompressionParams, TrainParams
 from kedro_edge.data import Splits, load_digits_arrays, split_arrays
-from kedro_edge.search import search
+from kedro_edge.search.driver import search
 images, labels = load_digits_arrays()
 splits = Splits(split_arrays(images[:, None], labels, 0.15, 0.2, seed=0, image_size=None))
 teacher = torch.load(sys.argv[1], weights_only=False)

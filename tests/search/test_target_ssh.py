@@ -10,7 +10,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from kedro_edge.config import CompressionParams
 from kedro_edge.errors import ConfigError, KedroEdgeError
 from kedro_edge.fleet import ssh
-from kedro_edge.search import search
+from kedro_edge.search.driver import search
 from tests.conftest import needs_sshd
 from tests.fleet.loopback import registry
 from tests.search.test_study import TRAIN, params

@@ -26,6 +26,7 @@ from sklearn.cluster import KMeans
 from torch import nn
 from torch.nn.utils import parametrize
 
+from kedro_edge.compress.registry import Context, Technique, register
 from kedro_edge.data import Splits
 from kedro_edge.models.training import TrainParams, accuracy, finetune
 from kedro_edge.schema import Strict
@@ -232,3 +233,15 @@ def distinct_values_per_channel(model: onnx.ModelProto) -> dict[str, int]:
         channels = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
         out[name] = max(len(np.unique(c)) for c in channels)
     return out
+
+
+def apply(module: nn.Module, params: ClusterParams, ctx: Context) -> tuple[nn.Module, dict]:
+    return cluster(module, ctx.splits, params, ctx.train)
+
+
+register(
+    Technique(
+        "cluster", ClusterParams, apply, output="clustered_module", report="cluster_report", stage="clustered"
+    ),
+    position=50,
+)

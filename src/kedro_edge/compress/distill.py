@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from kedro_edge.data import Splits
-from kedro_edge.models.factory import ModelSpec
+from kedro_edge.compress.quantize import prepare_qat
+from kedro_edge.compress.registry import Context, Technique, register
+from kedro_edge.data import Splits, calibration_samples
+from kedro_edge.models.factory import ModelSpec, build_model
 from kedro_edge.models.training import FitResult, LossFn, TrainParams, fit, predict
 from kedro_edge.schema import Strict
 
@@ -77,3 +79,28 @@ def distill(
         description="distill",
         targets=predict(teacher, splits.x("train")),
     )
+
+
+def apply(module: nn.Module, params: DistillParams, ctx: Context) -> tuple[nn.Module, None]:
+    """Fine-tune the (quantization-aware) student on the teacher's soft targets.
+
+    With ``distill.student`` set, a fresh student of that architecture is trained instead of the
+    one it is given (made quantization-aware when the recipe quantizes). Disabled: the student
+    passes through untouched, and the INT8 export is plain post-training quantization.
+    """
+    if not params.enabled:
+        return module, None
+    if params.student is not None:
+        splits = ctx.splits
+        module = build_model(
+            params.student, splits.input_shape, splits.num_classes, key="compression.distill.student"
+        )
+        quantize_params = ctx.recipe.quantize
+        if quantize_params.enabled:
+            calib = calibration_samples(splits, quantize_params.calibration_samples)
+            module = prepare_qat(module, calib)
+    distill(module, ctx.teacher, ctx.splits, params, ctx.train)
+    return module, None
+
+
+register(Technique("distill", DistillParams, apply, output="student_module", stage="distilled"), position=40)

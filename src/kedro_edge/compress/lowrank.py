@@ -28,6 +28,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from kedro_edge.compress.registry import Context, Technique, register
 from kedro_edge.data import Splits
 from kedro_edge.models.footprint import footprint
 from kedro_edge.models.training import TrainParams, accuracy, finetune
@@ -435,3 +436,15 @@ def lowrank(
         finetune(model, splits, cfg.finetune_epochs, cfg.lr, train, train.seed, "low-rank fine-tune")
     report["val_accuracy"] = accuracy(model, x_val, y_val)
     return model.eval(), report
+
+
+def apply(module: nn.Module, params: LowRankParams, ctx: Context) -> tuple[nn.Module, dict]:
+    return lowrank(module, ctx.splits, params, ctx.train)
+
+
+register(
+    Technique(
+        "lowrank", LowRankParams, apply, output="lowrank_module", report="lowrank_report", stage="lowrank"
+    ),
+    position=10,
+)

@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from kedro_edge.compress.registry import Context, Technique, register
 from kedro_edge.data import Splits, batches
 from kedro_edge.errors import ConfigError
 from kedro_edge.models.footprint import footprint, output_layers
@@ -202,3 +203,13 @@ def prune(teacher: nn.Module, splits: Splits, cfg: PruneParams, train: TrainPara
         fp = asdict(footprint(teacher, splits.example()))
         return copy.deepcopy(teacher).eval(), {"method": "none", "before": fp, "after": fp}
     return PRUNERS[cfg.method](teacher, splits, cfg, train)
+
+
+def apply(module: nn.Module, params: PruneParams, ctx: Context) -> tuple[nn.Module, dict]:
+    return prune(module, ctx.splits, params, ctx.train)
+
+
+register(
+    Technique("prune", PruneParams, apply, output="pruned_module", report="prune_report", stage="pruned"),
+    position=20,
+)

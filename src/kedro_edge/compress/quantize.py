@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from kedro_edge.compress.registry import Context, Technique, register
+from kedro_edge.data import calibration_samples
 from kedro_edge.schema import Strict
 
 
@@ -151,3 +153,16 @@ def float_module(model: nn.Module) -> nn.Module:
     What the ONNX export takes: ``onnxruntime.quantization`` emits the INT8 graph from these weights.
     """
     return to_float(model) if is_quantization_aware(model) else model.eval()
+
+
+def apply(module: nn.Module, params: QuantizeParams, ctx: Context) -> tuple[nn.Module, None]:
+    """The module with fake quantization (calibrated), ready to train under INT8 noise; its stage
+    row is the INT8 graph that ``compress.ptq`` exports at the end."""
+    if not params.enabled:
+        return module, None
+    return prepare_qat(module, calibration_samples(ctx.splits, params.calibration_samples)), None
+
+
+register(
+    Technique("quantize", QuantizeParams, apply, output="qat_module", stage="int8", row="int8"), position=30
+)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from kedro_edge.compress.registry import REFERENCE
 from kedro_edge.errors import GateError
 from kedro_edge.schema import Strict
 
@@ -82,7 +83,7 @@ def max_robust_accuracy_drop(metrics: dict, limit: float, params: GateParams) ->
 
 def min_size_reduction(metrics: dict, limit: float, params: GateParams) -> GateResult:
     """teacher.onnx must be at least ``limit`` times the size of model.onnx."""
-    factor = metrics["stages"]["teacher"]["size_bytes"] / _final(metrics)["size_bytes"]
+    factor = metrics["stages"][REFERENCE]["size_bytes"] / _final(metrics)["size_bytes"]
     ok = factor >= limit
     return GateResult(
         "min_size_reduction",

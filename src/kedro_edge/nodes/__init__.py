@@ -3,15 +3,7 @@ the library. Each takes datasets and raw parameter dicts (as Kedro passes them) 
 new data; all file I/O is in the catalog's datasets (``kedro_edge.io``).
 """
 
-from kedro_edge.nodes.compression import (
-    cluster_student,
-    distill_student,
-    export_model,
-    export_teacher,
-    factorise_teacher,
-    prune_teacher,
-    quantize_student,
-)
+from kedro_edge.nodes.compression import apply_technique, export_model, export_teacher, technique_node
 from kedro_edge.nodes.deployment import (
     enforce_release,
     plot_device_latency,
@@ -29,18 +21,15 @@ __all__ = [
     "release_to_fleet",
     "run_search",
     "search_compression",
-    "cluster_student",
-    "distill_student",
     "enforce_gates",
     "evaluate_models",
+    "apply_technique",
     "export_model",
     "export_teacher",
-    "factorise_teacher",
     "plan_compression",
     "plot_compression",
-    "prune_teacher",
-    "quantize_student",
     "split_dataset",
     "stage_table",
+    "technique_node",
     "train_teacher",
 ]

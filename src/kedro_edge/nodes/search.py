@@ -9,13 +9,9 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from kedro_edge import config, data
-from kedro_edge.errors import KedroEdgeError
+from kedro_edge.errors import SearchError
 from kedro_edge.fleet.inventory import Fleet
 from kedro_edge.search.space import without_search
-
-
-class SearchError(KedroEdgeError):
-    """No candidate met the budget; the record was written before this is raised."""
 
 
 def _search(
@@ -25,7 +21,8 @@ def _search(
     compression: dict,
     training: dict,
 ) -> tuple[dict[str, Any], Figure]:
-    from kedro_edge.search import record, search
+    from kedro_edge.search import record
+    from kedro_edge.search.driver import search
 
     cfg = config.parse(config.CompressionParams, compression, "compression")
     train = config.parse(config.TrainParams, training, "training")

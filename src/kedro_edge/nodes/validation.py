@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from kedro_edge import config, data
-from kedro_edge.compress import quantize
+from kedro_edge.compress import quantize, registry
 from kedro_edge.evaluation import gates, plots, robustness
 from kedro_edge.evaluation import report as compare_stages
 from kedro_edge.evaluation import stage as stage_eval
@@ -23,36 +23,32 @@ log = logging.getLogger(__name__)
 
 def evaluate_models(
     teacher: nn.Module,
-    lowrank: nn.Module,
-    pruned: nn.Module,
-    student: nn.Module,
-    clustered: nn.Module,
     teacher_onnx: onnx.ModelProto,
     model_onnx: onnx.ModelProto,
     model_input: dict[str, np.ndarray],
     compression: dict,
     validation: dict,
+    *modules: nn.Module,
 ) -> dict[str, Any]:
-    """Figures for every stage through ONNX Runtime, and the gate results."""
+    """Figures for every stage through ONNX Runtime, and the gate results.
+
+    ``modules`` are the registered techniques' outputs in recipe order (``compress.registry``);
+    the stage table has the teacher, then a row per enabled technique that has one.
+    """
     comp = config.parse(config.CompressionParams, compression, "compression")
     cfg = config.parse(config.ValidationParams, validation, "validation")
     splits = data.Splits(model_input)
     shape, opset = splits.input_shape, comp.export.opset
+    outputs = dict(zip((t.name for t in registry.techniques()), modules, strict=True))
 
     # stage -> (ONNX model that runs, torch module it should agree with)
-    stages: dict[str, tuple[onnx.ModelProto, nn.Module]] = {"teacher": (teacher_onnx, teacher)}
-    if comp.lowrank.enabled:
-        stages["lowrank"] = (onnx_export.to_onnx(lowrank, shape, opset), lowrank)
-    if comp.prune.enabled:
-        stages["pruned"] = (onnx_export.to_onnx(pruned, shape, opset), pruned)
-    if comp.distill.enabled:
-        float_student = quantize.to_float(student)
-        stages["distilled"] = (onnx_export.to_onnx(float_student, shape, opset), float_student)
-    if comp.cluster.enabled:
-        float_clustered = quantize.to_float(clustered)
-        stages["clustered"] = (onnx_export.to_onnx(float_clustered, shape, opset), float_clustered)
-    if comp.quantize.enabled:
-        stages["int8"] = (model_onnx, clustered)  # the fake-quant module simulates the INT8 graph
+    stages: dict[str, tuple[onnx.ModelProto, nn.Module]] = {registry.REFERENCE: (teacher_onnx, teacher)}
+    for technique in registry.stages(comp):
+        if technique.row == "int8":  # the fake-quant module simulates the INT8 graph
+            stages[technique.stage] = (model_onnx, modules[-1])
+        else:
+            module = quantize.float_module(outputs[technique.name])
+            stages[technique.stage] = (onnx_export.to_onnx(module, shape, opset), module)
     robust_x = robustness.perturbed_copy(splits.x("test"), cfg.robustness) if cfg.robustness.enabled else None
     evaluations = {
         name: stage_eval.evaluate_stage(m, mod, splits, cfg.latency, cfg.batch_size, robust_x, cfg.confidence)

@@ -1,56 +1,12 @@
 """The budgeted search: the fastest model within the user's accuracy budget, timed on their target.
 
+    params.py     its parameters, and the ``compression`` section's model built from the registry
     space.py      what a trial may change (per-stage channels, width, low-rank, clustering, float ends)
-    candidate.py  one trial's model: built, timed, fine-tuned, scored as INT8 on the validation split
+    trial.py      one trial's model: built, timed, fine-tuned, scored as INT8 on the validation split
     target.py     where candidates are timed: this host or a device of a devices.yml group (the agent)
     study.py      Optuna's multi-objective TPE in a storage URL: ask in batches, time, train, tell
     record.py     search.json (every trial, the choice, its test report) and search.png (the front)
 
-``search`` runs it all; the chosen trial's recipe (``compression.*`` parameters) is what the
+``driver.search`` runs it all; the chosen trial's recipe (``compression.*`` parameters) is what the
 rest of the compression pipeline then runs in full.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-import numpy as np
-from torch import nn
-
-from kedro_edge import data
-from kedro_edge.fleet.inventory import Fleet
-from kedro_edge.models import training
-from kedro_edge.models.training import TrainParams
-from kedro_edge.runtimes import onnx_export
-from kedro_edge.search.params import CompressionParams
-
-VAL_INPUTS = 16  # validation images the target feeds to every candidate
-
-
-def search(
-    teacher: nn.Module, splits: data.Splits, cfg: CompressionParams, train: TrainParams, fleet: Fleet | None
-) -> dict[str, Any]:
-    """Run (or resume, or extend) the study of ``cfg.search`` and return its record."""
-    from kedro_edge.search import candidate, record, study, target
-
-    reference = onnx_export.to_onnx(teacher, splits.input_shape, cfg.export.opset).SerializeToString()
-    where = target.resolve(
-        cfg.search.target, fleet, reference, splits.x("val")[:VAL_INPUTS], cfg.search.latency
-    )
-    names = study.stage_names_of(teacher, splits)
-    storage = study.storage_of(cfg.search.storage)
-    name = study.study_name(cfg, train, target.sha256(reference), names)
-    ctx = study.Context(
-        teacher=teacher.eval(),
-        splits=splits,
-        cfg=cfg,
-        train=train,
-        target=where,
-        teacher_val_accuracy=float(np.mean(candidate.correct(reference, splits))),
-        teacher_logits=training.predict(teacher, splits.x("train")) if cfg.distill.enabled else None,
-        storage=storage,
-        stage_names=names,
-    )
-    opened = study.open_study(cfg, storage, name)
-    summary = study.run(ctx, opened)
-    return record.build(ctx, opened, summary, name)

@@ -5,12 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import Field, model_validator
+from pydantic.fields import FieldInfo
 
-from kedro_edge.compress.cluster import ClusterParams
-from kedro_edge.compress.distill import DistillParams
-from kedro_edge.compress.lowrank import LowRankParams
-from kedro_edge.compress.prune import PruneParams
-from kedro_edge.compress.quantize import QuantizeParams
+from kedro_edge.compress import registry
 from kedro_edge.runtimes.onnx_export import ExportParams
 from kedro_edge.schema import Strict
 
@@ -77,10 +74,24 @@ class SearchParams(Strict):
 
 
 class CompressionParams(Strict):
+    """The ``compression:`` section: the search, then each registered technique's own section in
+    recipe order (``compress.registry``: they are added by ``_follow_registry``), then export."""
+
     search: SearchParams = SearchParams()
-    lowrank: LowRankParams = LowRankParams()
-    prune: PruneParams = PruneParams()
-    quantize: QuantizeParams = QuantizeParams()
-    distill: DistillParams = DistillParams()
-    cluster: ClusterParams = ClusterParams()
     export: ExportParams = ExportParams()
+
+
+def _follow_registry() -> None:
+    """Give ``CompressionParams`` one field per registered technique, in recipe order."""
+    fields = CompressionParams.__pydantic_fields__
+    search, export = fields["search"], fields["export"]
+    fields.clear()
+    fields["search"] = search
+    for technique in registry.techniques():
+        fields[technique.name] = FieldInfo.from_annotated_attribute(technique.params, technique.params())
+    fields["export"] = export
+    CompressionParams.model_rebuild(force=True)
+
+
+_follow_registry()
+registry.on_change(_follow_registry)

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
 from kedro_edge.evaluation import statistics
-from kedro_edge.search import candidate as cand
+from kedro_edge.search import trial as cand
 from kedro_edge.search.study import Context, feasible, finished, load_graph
 from kedro_edge.search.target import sha256
 

@@ -38,7 +38,7 @@ from torch import nn
 from kedro_edge import data
 from kedro_edge.models.training import TrainParams
 from kedro_edge.progress import progress_bar
-from kedro_edge.search import candidate as cand
+from kedro_edge.search import trial as cand
 from kedro_edge.search.params import CompressionParams
 from kedro_edge.search.space import recipe_params, sample, stages
 from kedro_edge.search.target import Target, sha256
@@ -213,7 +213,7 @@ def run(ctx: Context, study: optuna.Study) -> dict[str, Any]:
 
 def _built(
     ctx: Context, study: optuna.Study, n: int, pending: list[optuna.Trial]
-) -> list[tuple[optuna.Trial, cand.Candidate, dict[str, Any]]]:
+) -> list[tuple[optuna.Trial, cand.TrialModel, dict[str, Any]]]:
     """Ask for ``n`` trials (appended to ``pending``), build each, and time them on the target in one call."""
     built = []
     for _ in range(n):
@@ -231,7 +231,7 @@ def _built(
 
 
 def _train(
-    ctx: Context, trial: optuna.Trial, c: cand.Candidate, latency: dict, best: FrozenTrial | None
+    ctx: Context, trial: optuna.Trial, c: cand.TrialModel, latency: dict, best: FrozenTrial | None
 ) -> list[float] | None:
     """Fine-tune, cluster, export and score one built candidate; None (with ``reason``) if it ended early."""
     s = ctx.cfg.search

@@ -30,7 +30,7 @@ from kedro_edge.search.space import Settings, stages, to_recipe
 
 
 @dataclass
-class Candidate:
+class TrialModel:
     settings: Settings
     module: nn.Module  # float, pruned; trained in place by ``finetune``
     recipe: CompressionParams  # what the pipeline runs to rebuild this candidate in full
@@ -54,7 +54,7 @@ def _int8(
     return ptq.quantize_int8(fp32, calib, chosen).SerializeToString(), exclude
 
 
-def build(teacher: nn.Module, splits: data.Splits, settings: Settings, cfg: CompressionParams) -> Candidate:
+def build(teacher: nn.Module, splits: data.Splits, settings: Settings, cfg: CompressionParams) -> TrialModel:
     """Low-rank (if set) and one-shot structured pruning of ``teacher``; no training yet."""
     example = splits.example()
     model = copy.deepcopy(teacher).eval()
@@ -69,7 +69,7 @@ def build(teacher: nn.Module, splits: data.Splits, settings: Settings, cfg: Comp
     graph, exclude = _int8(model, splits, cfg, settings)
     recipe = recipe.model_copy(update={"quantize": recipe.quantize.model_copy(update={"exclude": exclude})})
     fp = footprint(model, example)
-    return Candidate(settings, model.eval(), recipe, graph, fp.macs, fp.params)
+    return TrialModel(settings, model.eval(), recipe, graph, fp.macs, fp.params)
 
 
 def correct(graph: bytes, splits: data.Splits, split: str = "val") -> np.ndarray:
@@ -78,7 +78,7 @@ def correct(graph: bytes, splits: data.Splits, split: str = "val") -> np.ndarray
 
 
 def finetune(
-    candidate: Candidate,
+    candidate: TrialModel,
     splits: data.Splits,
     cfg: CompressionParams,
     train: TrainParams,
@@ -115,7 +115,7 @@ def finetune(
 
 
 def finish(
-    candidate: Candidate, splits: data.Splits, cfg: CompressionParams, train: TrainParams, clustered: bool
+    candidate: TrialModel, splits: data.Splits, cfg: CompressionParams, train: TrainParams, clustered: bool
 ) -> None:
     """Re-export the INT8 graph of the trained weights; ``clustered`` (the space searches k): cluster
     first, centroids fine-tuned as the recipe does. Unsearched clustering is left to the full recipe:

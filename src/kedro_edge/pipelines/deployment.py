@@ -5,7 +5,7 @@ from kedro.pipeline import Pipeline, node
 from kedro_edge import nodes
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_deployment_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             node(

@@ -1,26 +1,25 @@
-"""Validation pipeline: every artifact through ONNX Runtime, a plot, then the gates."""
+"""Validation pipeline: every stage through ONNX Runtime, a plot, then the gates."""
 
 from kedro.pipeline import Pipeline, node
 
 from kedro_edge import nodes
+from kedro_edge.compress import registry
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_validation_pipeline(**kwargs) -> Pipeline:
+    modules = [t.output for t in registry.techniques()]
     return Pipeline(
         [
             node(
                 nodes.evaluate_models,
                 [
-                    "teacher_module",
-                    "lowrank_module",
-                    "pruned_module",
-                    "student_module",
-                    "clustered_module",
+                    registry.REFERENCE_MODULE,
                     "teacher_onnx",
                     "model_onnx",
                     "model_input",
                     "compression_plan",
                     "params:validation",
+                    *modules,
                 ],
                 "compression_metrics",
                 name="evaluate_models",

@@ -3,16 +3,17 @@
 from kedro.pipeline import Pipeline, node
 
 from kedro_edge import nodes
+from kedro_edge.compress.registry import REFERENCE_MODULE
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_training_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             node(nodes.split_dataset, ["raw_images", "params:data"], "model_input", name="split_dataset"),
             node(
                 nodes.train_teacher,
                 ["model_input", "params:model", "params:training"],
-                "teacher_module",
+                REFERENCE_MODULE,
                 name="train_teacher",
             ),
         ]

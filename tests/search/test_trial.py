@@ -9,7 +9,7 @@ import pytest
 from kedro_edge.compress.cluster import distinct_values_per_channel
 from kedro_edge.config import CompressionParams, TrainParams
 from kedro_edge.models.training import predict
-from kedro_edge.search import candidate as cand
+from kedro_edge.search import trial as cand
 from kedro_edge.search.space import Settings, stages
 
 TRAIN = TrainParams(epochs=1, batch_size=64, lr=0.01)
