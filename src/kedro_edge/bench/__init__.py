@@ -1,1 +1,3 @@
-"""On-device benchmarking: ``agent.py`` runs on the device, ``stats`` summarises on the host."""
+"""What runs on the device alone: ``agent.py``, one self-contained file (stdlib, numpy and the
+device's runtime; nothing of ours, which import-linter checks). Host-side statistics live in
+``kedro_edge.evaluation``."""
