@@ -1,8 +1,9 @@
 """kedro-edge: compress a PyTorch model into a small INT8 ONNX model, then prove it on a fleet.
 
-The package is layered: ``data``/``models``/``training`` and ``compress`` do the work,
-``export`` and ``evaluate`` turn modules into ONNX and figures, ``gate`` judges figures,
-``io`` holds the Kedro datasets, and ``nodes`` adapts all of it to Kedro pipelines.
+The root holds the Kedro-facing surface (``config``, ``errors``, ``hooks``, ``cli``); the work is
+in layers, each importing only those below it (import-linter checks them, pyproject.toml):
+``pipelines`` (factories) > ``nodes`` > ``io`` and ``lineage`` > ``search`` > ``fleet`` >
+``evaluation`` > ``compress`` > ``runtimes`` > ``models`` > ``data``. ``bench`` runs on the device.
 """
 
 from kedro_edge.errors import ConfigError, DataError, GateError, KedroEdgeError
