@@ -1,11 +1,9 @@
 """The host's ONNX Runtime: sessions, batched prediction, single-stream latency and parity.
 
-Evaluation, mixed precision, the search and deployment all run ONNX graphs through these
-functions, so a model is timed and compared the same way wherever it is measured on the host.
-
-Latency is single-stream (batch 1, one query at a time) with a fixed thread count, after a
-warm-up, until both a minimum number of runs and a minimum duration are reached (MLPerf's
-rule).
+Evaluation, mixed precision, the search and deployment open sessions, predict and compare
+outputs through these functions; evaluation and mixed precision time models with its one loop
+(``kedro_edge.runtimes.timing`` says how). The search's latency figures are the agent's own
+``measure`` (run in this process when the target is ``host``), so they compare with a device's.
 """
 
 from __future__ import annotations
