@@ -161,8 +161,8 @@ PARAMETER_FILES = (
 SEED = 0
 
 # Latency per model and round: the defaults are stricter than the pipeline's validation.
-LATENCY = config.LatencyParams(threads=1, warmup=100, min_runs=1000, min_seconds=1.0)
-QUICK_LATENCY = config.LatencyParams(threads=1, warmup=10, min_runs=50, min_seconds=0.05)
+LATENCY = config.TimingSpec(threads=1, warmup=100, min_runs=1000, min_seconds=1.0)
+QUICK_LATENCY = config.TimingSpec(threads=1, warmup=10, min_runs=50, min_seconds=0.05)
 ROUNDS, QUICK_ROUNDS = 3, 2
 # --quick: every training stage one epoch on a slice of the training split (the validation
 # and test splits stay whole, so every measurement runs as at defaults)
@@ -831,7 +831,7 @@ def measure(
     candidates: list[Candidate],
     splits: data.Splits,
     robust_x: np.ndarray | None,
-    latency: config.LatencyParams,
+    latency: config.TimingSpec,
     rounds: int,
     validation: config.ValidationParams,
 ) -> dict[str, Measured]:

@@ -216,9 +216,7 @@ def calibrate(base: onnx.ModelProto, root: Path, feeds: list[dict], levels: list
 def agent_argv(candidate: Path, baseline: Path, parity: Path) -> list[str]:
     return [
         sys.executable, agent.__file__, "bench", str(candidate), str(parity), "--baseline", str(baseline),
-        "--blocks", str(REGRESSION.blocks), "--providers", ",".join(GROUP.providers),
-        "--threads", str(GROUP.threads), "--warmup", str(GROUP.warmup),
-        "--min-runs", str(GROUP.min_runs), "--min-seconds", str(GROUP.min_seconds),
+        *GROUP.agent_args(REGRESSION.blocks, GROUP.providers),
     ]  # fmt: skip
 
 

@@ -722,7 +722,7 @@ def settings_of(
         "search": params["compression"]["search"],
         "tp_ratios": list(QUICK_TP_RATIOS if args.quick else TP_RATIOS),
         "min_speedup_vs_fixed": MIN_SPEEDUP_VS_FIXED,
-        "final_latency": {**options.settings(), "inputs": f"the first {VAL_INPUTS} validation images"},
+        "final_latency": {**options.model_dump(), "inputs": f"the first {VAL_INPUTS} validation images"},
         "data": data_info,
         "samples": {split: len(splits.y(split)) for split in data.SPLITS},
         "teacher": str(args.reuse_teacher) if args.reuse_teacher else "trained with parameters.training",

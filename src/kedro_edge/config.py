@@ -25,7 +25,7 @@ from kedro_edge.fleet.params import DeploymentParams, RegressionParams, Wave
 from kedro_edge.models.factory import ModelSpec
 from kedro_edge.models.training import TrainParams
 from kedro_edge.runtimes.onnx_export import ExportParams
-from kedro_edge.runtimes.timing import LatencyParams
+from kedro_edge.runtimes.timing import TimingSpec
 from kedro_edge.schema import SECTION_FILES, Sources, Strict, parse
 from kedro_edge.search.params import CompressionParams, SearchBudget, SearchLatency, SearchParams, SearchSpace
 
@@ -37,7 +37,6 @@ __all__ = [
     "DistillParams",
     "ExportParams",
     "GateParams",
-    "LatencyParams",
     "LowRankParams",
     "ModelSpec",
     "PruneParams",
@@ -48,6 +47,7 @@ __all__ = [
     "SearchLatency",
     "SearchParams",
     "SearchSpace",
+    "TimingSpec",
     "TrainParams",
     "ValidationParams",
     "Wave",

@@ -21,7 +21,7 @@ from kedro_edge.models.training import fit
 from kedro_edge.runtimes.onnx_export import to_onnx
 from kedro_edge.runtimes.onnxruntime import ort_predict, session
 
-QUICK = Timing(repeats=1, runs=5, warmup=2)  # latency is measured, never asserted
+QUICK = Timing(blocks=1, min_runs=5, warmup=2)  # latency is measured, never asserted
 
 
 def tiny_cnn() -> nn.Sequential:

@@ -1,11 +1,11 @@
 import numpy as np
 
-from kedro_edge.config import LatencyParams
+from kedro_edge.config import TimingSpec
 from kedro_edge.evaluation.stage import evaluate_stage
 from kedro_edge.runtimes.onnx_export import to_onnx
-from kedro_edge.runtimes.onnxruntime import agreement, latency_ms, session
+from kedro_edge.runtimes.onnxruntime import latency_ms, parity, session
 
-FEW = LatencyParams(warmup=2, min_runs=15, min_seconds=0)
+FEW = TimingSpec(warmup=2, min_runs=15, min_seconds=0)
 
 
 def test_stage_figures_come_from_onnx_runtime(teacher, splits):
@@ -25,14 +25,12 @@ def test_stage_figures_come_from_onnx_runtime(teacher, splits):
 
 def test_latency_runs_until_count_and_duration(teacher, splits):
     sess = session(to_onnx(teacher, splits.input_shape))
-    assert (
-        len(latency_ms(sess, splits.x("test")[:3], LatencyParams(warmup=1, min_runs=40, min_seconds=0))) == 40
-    )
-    timed = latency_ms(sess, splits.x("test")[:3], LatencyParams(warmup=1, min_runs=1, min_seconds=0.2))
+    assert len(latency_ms(sess, splits.x("test")[:3], TimingSpec(warmup=1, min_runs=40, min_seconds=0))) == 40
+    timed = latency_ms(sess, splits.x("test")[:3], TimingSpec(warmup=1, min_runs=1, min_seconds=0.2))
     assert timed.sum() > 0 and len(timed) > 1
 
 
-def test_agreement_counts_top1_and_max_difference():
+def test_parity_counts_top1_and_max_difference():
     a = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 1.0]])
     b = np.array([[0.9, 0.0], [1.0, 0.5], [2.0, 1.0]])
-    assert agreement(a, b) == {"top1_agreement": 2 / 3, "max_abs_diff": 1.0}
+    assert parity(a, b) == {"top1_agreement": 2 / 3, "max_abs_diff": 1.0}

@@ -109,4 +109,4 @@ def test_distilled_int8_graph_runs_in_ort_and_agrees_with_torch(trained, pruned)
     x = data.x("test")
     logits = ort_host.ort_predict(ort_host.session(int8), x)
     assert logits.shape == (len(x), data.num_classes)
-    assert ort_host.agreement(predict(student, x), logits)["top1_agreement"] >= 0.9
+    assert ort_host.parity(predict(student, x), logits)["top1_agreement"] >= 0.9

@@ -20,35 +20,35 @@ At either end of the graph a float region costs one Q or DQ. The test split is n
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
+from pydantic import Field
 
 from kedro_edge.compress.ptq import LAYER_OPS, Int8Quantizer, check_exclusions
 from kedro_edge.compress.quantize import QuantizeParams
 from kedro_edge.data import Splits
-from kedro_edge.runtimes.onnx_export import INPUT
-from kedro_edge.runtimes.onnxruntime import ort_predict, session
+from kedro_edge.runtimes.onnxruntime import interleaved_ms, ort_predict, session
+from kedro_edge.runtimes.timing import InterleavedTiming
 
 # a float prefix or suffix must make the INT8 model at least this much faster to be kept
 # (two sessions of one model differ by ~3% in a median of 5 repeats on this shared host)
 SPEED_MARGIN = 0.03
 
 
-@dataclass(frozen=True)
-class Timing:
-    """How ``sensitivity`` measures latency: fresh sessions per repeat, queries interleaved."""
+class Timing(InterleavedTiming):
+    """How ``sensitivity`` times models: ``blocks`` rounds, each with fresh sessions created in
+    alternating order and queries interleaved; a ratio is the median over rounds."""
 
-    threads: int = 1
-    # a session's memory layout alone moved its p50 by up to 10% here: the ratio is the median
-    # over repeats, each with new sessions created in alternating order
-    repeats: int = 7
-    runs: int = 100  # batch-1 queries per model and repeat, after the warm-up
-    warmup: int = 20
+    # a session's memory layout alone moved its p50 by up to 10% here: hence rounds of new sessions
+    blocks: int = Field(7, ge=1)
+    min_runs: int = Field(700, ge=1)  # 100 batch-1 queries per model and round, after the warm-up
+    min_seconds: float = Field(0.0, ge=0)
     patience: int = 2  # a prefix/suffix walk stops after this many layers without a new best below 1
+
+
+TIMING = Timing()
 
 
 def layer_names(fp32: onnx.ModelProto) -> list[str]:
@@ -61,19 +61,13 @@ def _accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def relative_p50(models: list[onnx.ModelProto], x: np.ndarray, timing: Timing) -> list[float]:
-    """Each model's batch-1 p50 as a ratio to the first's: the median over ``timing.repeats``."""
-    feeds = [{INPUT: x[i : i + 1]} for i in range(min(len(x), 32))]
+    """Each model's batch-1 p50 as a ratio to the first's: the median over ``timing.blocks``."""
+    runs, seconds = timing.per_block()
     ratios = []
-    for repeat in range(timing.repeats):
-        order = list(range(len(models)))[:: 1 if repeat % 2 == 0 else -1]
-        sessions = {i: session(models[i], timing.threads) for i in order}
-        times: dict[int, list[int]] = {i: [] for i in order}
-        for run in range(timing.warmup + timing.runs):
-            for i in order if run % 2 == 0 else order[::-1]:
-                start = time.perf_counter_ns()
-                sessions[i].run(None, feeds[run % len(feeds)])
-                if run >= timing.warmup:
-                    times[i].append(time.perf_counter_ns() - start)
+    for block in range(timing.blocks):
+        order = list(range(len(models)))[:: 1 if block % 2 == 0 else -1]
+        sessions = [session(models[i], timing.threads) for i in order]
+        times = dict(zip(order, interleaved_ms(sessions, x[:32], timing.warmup, runs, seconds), strict=True))
         p50 = [float(np.median(times[i])) for i in range(len(models))]
         ratios.append([p / p50[0] for p in p50])
     return [float(r) for r in np.median(np.asarray(ratios), axis=0)]
@@ -136,7 +130,7 @@ def sensitivity(
     val_x: np.ndarray,
     val_y: np.ndarray,
     cfg: QuantizeParams,
-    timing: Timing | None = Timing(),
+    timing: Timing | None = TIMING,
 ) -> list[dict[str, Any]]:
     """Per weighted layer, in graph order: what INT8 costs there in accuracy and in time.
 
@@ -192,7 +186,7 @@ def resolve(
     calibration: np.ndarray,
     splits: Splits,
     cfg: QuantizeParams,
-    timing: Timing | None = Timing(),
+    timing: Timing | None = TIMING,
 ) -> tuple[list[str], dict[str, Any]]:
     """``cfg.exclude`` as node names for ``export.quantize_int8``, and how they were chosen.
 

@@ -25,8 +25,8 @@ from kedro_edge.evaluation import statistics as acc
 from kedro_edge.models.footprint import footprint
 from kedro_edge.models.training import predict
 from kedro_edge.runtimes.codec import shipped_size
-from kedro_edge.runtimes.onnxruntime import agreement, latency_ms, ort_predict, session
-from kedro_edge.runtimes.timing import LatencyParams
+from kedro_edge.runtimes.onnxruntime import latency_ms, ort_predict, parity, session
+from kedro_edge.runtimes.timing import TimingSpec
 
 
 @dataclass
@@ -42,7 +42,7 @@ def evaluate_stage(
     onnx_model: onnx.ModelProto,
     module: nn.Module,
     splits: Splits,
-    latency: LatencyParams,
+    latency: TimingSpec,
     batch_size: int = 256,
     robust_x: np.ndarray | None = None,
     confidence: float = 0.95,
@@ -78,6 +78,6 @@ def evaluate_stage(
         latency_p50_ms=float(np.percentile(times, 50)),
         latency_p90_ms=float(np.percentile(times, 90)),
         latency_runs=int(len(times)),
-        torch_vs_onnx=agreement(predict(module, x, batch_size), logits),
+        torch_vs_onnx=parity(predict(module, x, batch_size), logits),
     )
     return StageEvaluation(figures, correct, robust_correct)

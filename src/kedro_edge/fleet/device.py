@@ -137,7 +137,7 @@ def ship(
     args = [*_begin_args(candidate, lease, reserve_bytes), "--files", files]
     if measure is not None:
         group, blocks, against_current = measure
-        args += ["--measure", *_bench_args(group, blocks)] + (
+        args += ["--measure", *group.agent_args(blocks, group.providers)] + (
             ["--against-current"] if against_current else []
         )
 
@@ -180,18 +180,14 @@ def benchmark(
 ) -> dict[str, Any]:
     """The agent's single-stream benchmark of version ``sha``; with ``baseline`` (another version
     on the device) both are measured interleaved in ``blocks`` A B / B A pairs."""
-    argv = [f"versions/{sha}/model.onnx", f"versions/{sha}/parity.npy", *_bench_args(group, blocks)]
+    argv = [
+        f"versions/{sha}/model.onnx",
+        f"versions/{sha}/parity.npy",
+        *group.agent_args(blocks, group.providers),
+    ]
     if baseline:
         argv += ["--baseline", f"versions/{baseline}/model.onnx"]
     return _invoke(endpoint, "bench", argv)
-
-
-def _bench_args(group: Group, blocks: int) -> list[str]:
-    return [
-        "--providers", ",".join(group.providers), "--threads", str(group.threads),
-        "--warmup", str(group.warmup), "--min-runs", str(group.min_runs),
-        "--min-seconds", str(group.min_seconds), "--blocks", str(blocks),
-    ]  # fmt: skip
 
 
 def activate(

@@ -10,22 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from kedro_edge.evaluation.gates import GateResult
 from kedro_edge.evaluation.regression import regression
 from kedro_edge.fleet.inventory import Budgets
-
-
-def parity(reference: np.ndarray, device_outputs: list) -> dict[str, Any]:
-    """Top-1 agreement and max absolute difference of the device's outputs vs the host's."""
-    got = np.asarray(device_outputs, dtype=np.float32)
-    if got.shape != reference.shape:
-        return {"top1_agreement": 0.0, "max_abs_diff": float("inf"), "shape": list(got.shape)}
-    return {
-        "top1_agreement": float((got.argmax(1) == reference.argmax(1)).mean()),
-        "max_abs_diff": float(np.abs(got - reference).max()),
-    }
 
 
 def _at_most(name: str, what: str, value: float, limit: float, unit: str) -> GateResult:

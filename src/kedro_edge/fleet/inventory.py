@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kedro_edge.errors import ConfigError
+from kedro_edge.runtimes.timing import TimingSpec
 
 NAME = re.compile(r"^[^\x00-\x1f/]{1,128}$")  # printable, no slash: names become file names
 
@@ -36,14 +37,13 @@ class Budgets(_Strict):
     max_abs_diff: float | None = Field(None, ge=0)
 
 
-class Group(_Strict):
-    """How devices of a group run and measure a model."""
+class Group(TimingSpec):
+    """How devices of a group run and measure a model (``agent_args`` with ``providers``)."""
 
-    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
-    threads: int = Field(1, ge=1)
     warmup: int = Field(50, ge=0)
     min_runs: int = Field(200, ge=1)
     min_seconds: float = Field(2.0, ge=0)
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     budgets: Budgets = Budgets()
 
 

@@ -13,7 +13,6 @@ import hashlib
 import io
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,38 +25,20 @@ from kedro_edge.fleet.device import CHUNK, call, first_answer
 from kedro_edge.fleet.inventory import Device
 from kedro_edge.fleet.ssh import DeviceError
 from kedro_edge.runtimes import codec as codecs
+from kedro_edge.runtimes.timing import CPU, InterleavedTiming
 
 Model = Path | bytes  # an ONNX file, or its bytes
 
 
-@dataclass(frozen=True)
-class MeasureOptions:
-    """How each candidate is timed against the reference: ``blocks`` A B / B A pairs, each model
-    at least ``min_runs / blocks`` queries and ``min_seconds / blocks`` per block, after
-    ``warmup`` queries (the agent's ``bench``)."""
+class MeasureOptions(InterleavedTiming):
+    """How each candidate is timed against the reference (the agent's ``measure``): the timing,
+    and the ONNX Runtime providers it runs on."""
 
-    blocks: int = 6
-    threads: int = 1
-    warmup: int = 20
-    min_runs: int = 120
-    min_seconds: float = 0.6
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    providers: tuple[str, ...] = CPU
 
     def args(self) -> list[str]:
         """As the agent's command line takes them."""
-        return [
-            "--blocks", str(self.blocks), "--threads", str(self.threads), "--warmup", str(self.warmup),
-            "--min-runs", str(self.min_runs), "--min-seconds", f"{self.min_seconds:g}",
-            "--providers", ",".join(self.providers),
-        ]  # fmt: skip
-
-    def settings(self) -> dict[str, Any]:
-        """As the agent's ``measure`` takes them in-process."""
-        return {
-            "providers": list(self.providers), "threads": self.threads, "warmup": self.warmup,
-            "min_runs": self.min_runs, "min_seconds": self.min_seconds, "max_samples": 1,
-            "blocks": self.blocks,
-        }  # fmt: skip
+        return self.agent_args(self.blocks, self.providers)
 
 
 def measure_on_device(
@@ -81,7 +62,7 @@ def measure_on_device(
     """
     ref, models = _models(reference, candidates)
     wire = _wire(models, inputs, codec)
-    files = ",".join(f"{name}:{len(data)}" for name, data in wire.items())
+    files = _announce(wire)
 
     def feed(first_line: str) -> Iterator[bytes] | None:
         state = first_answer(first_line)
@@ -105,11 +86,14 @@ def measure_on_host(
     ``DeviceError`` naming ``host``, as on a device."""
     ref, models = _models(reference, candidates)
     wire = _wire(models, inputs, "none")
-    files = [(name, len(data)) for name, data in wire.items()]
+    files = _announce(wire)
     stream = io.BytesIO(b"".join(wire.values()))
     with tempfile.TemporaryDirectory(prefix="kedro-edge-measure-") as workdir:
+        # the agent's own parser reads the flags a device would get: the settings are the same
+        argv = ["measure", workdir, "--reference", ref, "--files", files, *options.args()]
+        a = agent._parser().parse_args(argv)
         try:
-            answer = agent.measure(workdir, ref, files, stream, lambda first: None, options.settings())
+            answer = agent.measure(a.workdir, ref, a.files, stream, lambda _: None, agent._bench_settings(a))
         except Exception as exc:  # the agent's errors, as a device would report them
             message = str(exc) if isinstance(exc, agent.Refused) else f"{type(exc).__name__}: {exc}"
             raise DeviceError("host: measure: " + " ".join(message.split("\n"))) from exc
@@ -146,6 +130,11 @@ def _wire(models: dict[str, bytes], inputs: np.ndarray, codec: str) -> dict[str,
         suffix, packed = codecs.encode(data, codec)
         wire[name + suffix] = packed
     return wire
+
+
+def _announce(wire: dict[str, bytes]) -> str:
+    """The batch as the agent's ``--files`` takes it: ``NAME:SIZE,...``."""
+    return ",".join(f"{name}:{len(data)}" for name, data in wire.items())
 
 
 def _chunks(wire: dict[str, bytes], need: set[str]) -> Iterator[bytes]:

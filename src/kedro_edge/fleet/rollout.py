@@ -37,6 +37,7 @@ from kedro_edge.fleet.inventory import Device, Fleet
 from kedro_edge.fleet.params import DeploymentParams
 from kedro_edge.fleet.pool import Outcome, for_each
 from kedro_edge.fleet.ssh import Endpoint
+from kedro_edge.runtimes import onnxruntime as ort_host
 
 ON_CANDIDATE = ("activated", "already active")
 
@@ -149,7 +150,7 @@ class Rollout:
         return self._with_parity(result)
 
     def _with_parity(self, result: dict) -> dict:
-        result["parity"] = device_gates.parity(self.reference, result.pop("parity_outputs"))
+        result["parity"] = ort_host.parity(self.reference, result.pop("parity_outputs"))
         return result
 
     def _refuse(self, d: Device, endpoint: Endpoint) -> dict:

@@ -1,23 +1,23 @@
 """The host's ONNX Runtime: sessions, batched prediction, single-stream latency and parity.
 
-Evaluation, mixed precision, the search and deployment all run ONNX graphs through these
-functions, so a model is timed and compared the same way wherever it is measured on the host.
-
-Latency is single-stream (batch 1, one query at a time) with a fixed thread count, after a
-warm-up, until both a minimum number of runs and a minimum duration are reached (MLPerf's
-rule).
+Evaluation, mixed precision, the search and deployment open sessions, predict and compare
+outputs through these functions; evaluation and mixed precision time models with its one loop
+(``kedro_edge.runtimes.timing`` says how). The search's latency figures are the agent's own
+``measure`` (run in this process when the target is ``host``), so they compare with a device's.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from kedro_edge.runtimes.onnx_export import INPUT
-from kedro_edge.runtimes.timing import LatencyParams
+from kedro_edge.runtimes.timing import TimingSpec
 
 
 def session(model: onnx.ModelProto | bytes, threads: int = 1) -> ort.InferenceSession:
@@ -37,23 +37,51 @@ def ort_predict(sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 256
     )
 
 
-def latency_ms(sess: ort.InferenceSession, samples: np.ndarray, cfg: LatencyParams) -> np.ndarray:
+def latency_ms(sess: ort.InferenceSession, samples: np.ndarray, spec: TimingSpec) -> np.ndarray:
     """Per-query latencies in ms at batch 1 (warm-up excluded)."""
+    return interleaved_ms([sess], samples, spec.warmup, spec.min_runs, spec.min_seconds)[0]
+
+
+def interleaved_ms(
+    sessions: Sequence[ort.InferenceSession],
+    samples: np.ndarray,
+    warmup: int,
+    min_runs: int,
+    min_seconds: float,
+) -> list[np.ndarray]:
+    """Per-query latencies in ms of each session, at batch 1, one query each in turn.
+
+    The order of the turn flips every round, so no session always runs first. The queries
+    cycle through ``samples``; the first ``warmup`` rounds are not timed, then rounds run until
+    both ``min_runs`` and ``min_seconds`` are reached.
+    """
     feeds = [{INPUT: samples[i : i + 1]} for i in range(len(samples))]
-    for i in range(cfg.warmup):
-        sess.run(None, feeds[i % len(feeds)])
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < cfg.min_runs or time.perf_counter() - start < cfg.min_seconds:
-        t0 = time.perf_counter_ns()
-        sess.run(None, feeds[len(times) % len(feeds)])
-        times.append((time.perf_counter_ns() - t0) / 1e6)
-    return np.asarray(times)
+    forward, backward = list(enumerate(sessions)), list(enumerate(sessions))[::-1]
+    for run in range(warmup):
+        for _, sess in forward if run % 2 == 0 else backward:
+            sess.run(None, feeds[run % len(feeds)])
+    times: list[list[float]] = [[] for _ in sessions]
+    start, run = time.perf_counter(), warmup
+    while run - warmup < min_runs or time.perf_counter() - start < min_seconds:
+        for k, sess in forward if run % 2 == 0 else backward:
+            t0 = time.perf_counter_ns()
+            sess.run(None, feeds[run % len(feeds)])
+            times[k].append((time.perf_counter_ns() - t0) / 1e6)
+        run += 1
+    return [np.asarray(t) for t in times]
 
 
-def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Top-1 agreement and max absolute difference between two sets of logits."""
+def parity(reference: np.ndarray, outputs: np.ndarray | list) -> dict[str, Any]:
+    """Top-1 agreement and max absolute difference of ``outputs`` against ``reference`` logits.
+
+    Used for torch vs ONNX Runtime (validation) and device vs host (deployment). ``outputs`` as
+    a list (a device's JSON answer) is read as float32; of another shape, they agree on nothing
+    and ``shape`` says theirs.
+    """
+    got = outputs if isinstance(outputs, np.ndarray) else np.asarray(outputs, dtype=np.float32)
+    if got.shape != reference.shape:
+        return {"top1_agreement": 0.0, "max_abs_diff": float("inf"), "shape": list(got.shape)}
     return {
-        "top1_agreement": float((reference.argmax(1) == candidate.argmax(1)).mean()),
-        "max_abs_diff": float(np.abs(reference - candidate).max()),
+        "top1_agreement": float((reference.argmax(1) == got.argmax(1)).mean()),
+        "max_abs_diff": float(np.abs(reference - got).max()),
     }

@@ -9,6 +9,7 @@ from pydantic.fields import FieldInfo
 
 from kedro_edge.compress import registry
 from kedro_edge.runtimes.onnx_export import ExportParams
+from kedro_edge.runtimes.timing import InterleavedTiming
 from kedro_edge.schema import Strict
 
 
@@ -38,14 +39,10 @@ class SearchSpace(Strict):
         return self
 
 
-class SearchLatency(Strict):
+class SearchLatency(InterleavedTiming):
     """How each candidate is timed on the target: interleaved with the reference (FP32 teacher)."""
 
     blocks: int = Field(6, ge=2)
-    threads: int = Field(1, ge=1)
-    warmup: int = Field(20, ge=1)
-    min_runs: int = Field(120, ge=1)
-    min_seconds: float = Field(0.6, ge=0)
 
 
 class SearchParams(Strict):

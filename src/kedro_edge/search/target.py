@@ -57,13 +57,7 @@ class Target:
 
 
 def options_of(cfg: SearchLatency) -> MeasureOptions:
-    return MeasureOptions(
-        blocks=cfg.blocks,
-        threads=cfg.threads,
-        warmup=cfg.warmup,
-        min_runs=cfg.min_runs,
-        min_seconds=cfg.min_seconds,
-    )
+    return MeasureOptions(**cfg.model_dump())
 
 
 def resolve(
