@@ -119,7 +119,11 @@ def test_int8_export_holds_at_most_k_values_per_output_channel(int8_pair):
 
 def test_clustered_int8_model_compresses_far_better(int8_pair):
     clustered_q, plain_q = int8_pair
-    assert clustered_q.ByteSize() == plain_q.ByteSize()  # same tensors, same raw size
+    # same tensors, same raw size (the whole files may differ by a byte or two: a zero point that is
+    # stored as a varint takes two bytes from 128 on, and calibration differs between the two)
+    raw = [sum(numpy_helper.to_array(t).nbytes for t in m.graph.initializer) for m in int8_pair]
+    assert raw[0] == raw[1]
+    assert abs(clustered_q.ByteSize() - plain_q.ByteSize()) <= 16
     size = {name: len(lzma.compress(m.SerializeToString())) for name, m in zip("cp", int8_pair, strict=True)}
     assert size["c"] < 0.75 * size["p"]  # measured 0.63 (6.1 KB vs 9.7 KB) with k=8
 
