@@ -112,6 +112,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import itertools
 import json
 import os
@@ -146,6 +147,7 @@ from kedro_edge.compress import cluster as clustering  # noqa: E402
 from kedro_edge.evaluation import plots, robustness  # noqa: E402
 from kedro_edge.evaluation import stage as stage_eval  # noqa: E402
 from kedro_edge.evaluation import statistics as paired_stats  # noqa: E402
+from kedro_edge.evaluation.records import StageFigures  # noqa: E402
 from kedro_edge.io import GlyphsDataset, NpzDataset, TorchModuleDataset  # noqa: E402
 from kedro_edge.models import import_class  # noqa: E402
 from kedro_edge.runtimes import onnx_export
@@ -854,7 +856,11 @@ def measure(
                     validation.confidence,
                 )
                 first[c.name] = ev
-                lat = {k: ev.figures[k] for k in ("latency_p50_ms", "latency_p90_ms", "latency_runs")}
+                lat = {
+                    "latency_p50_ms": ev.figures.latency_p50_ms,
+                    "latency_p90_ms": ev.figures.latency_p90_ms,
+                    "latency_runs": ev.figures.latency_runs,
+                }
             else:
                 times = ort_host.latency_ms(ort_host.session(c.onnx_model, latency.threads), samples, latency)
                 lat = {
@@ -869,7 +875,7 @@ def measure(
             )
     return {
         c.name: Measured(
-            combine_rounds(first[c.name].figures, runs[c.name]),
+            combine_rounds(first[c.name].figures.to_json(), runs[c.name]),
             first[c.name].correct,
             first[c.name].robust_correct,
         )
@@ -1365,6 +1371,16 @@ def print_nncf_control(models: dict[str, dict[str, Any]]) -> None:
         )
 
 
+def pipeline_figures(name: str, row: dict[str, Any]) -> StageFigures:
+    """A model's row as the pipeline's stage figures: median latency, the fp32 comparison as vs_teacher."""
+    known = {f.name for f in dataclasses.fields(StageFigures)}
+    figures = {k: v for k, v in row.items() if k in known}
+    figures["latency_runs"] = sum(row["latency_runs_per_round"])
+    if row.get("vs_fp32"):
+        figures["vs_teacher"] = {k: v for k, v in row["vs_fp32"].items() if v is not None}
+    return StageFigures.from_json(figures, f"model {name}")
+
+
 def save_plot(
     models: dict[str, dict[str, Any]], arch: str, test_n: int, confidence: float, path: Path
 ) -> None:
@@ -1372,11 +1388,10 @@ def save_plot(
 
     Shipped size appears twice: in each model's legend entry (KiB after lzma) and as the green
     bars of the right panel (fp32 ONNX bytes / shipped bytes), with the shipped target as a line."""
-    stages = {}
-    for name, f in models.items():
-        if "error" not in f:
-            stages[name] = {**f, **({"vs_teacher": f["vs_fp32"]} if "vs_fp32" in f else {})}
-    fig = plots.compression_figure({"stages": stages, "test_n": test_n, "confidence": confidence})
+    stages = {name: f for name, f in models.items() if "error" not in f}
+    fig = plots.compression_figure(
+        {name: pipeline_figures(name, f) for name, f in stages.items()}, test_n, confidence
+    )
     ax = fig.axes[0]
     colors = matplotlib.colormaps["viridis"](np.linspace(0, 1, len(stages)))  # as compression_figure
     for color, f in zip(colors, stages.values(), strict=True):

@@ -29,3 +29,7 @@ class GateError(KedroEdgeError):
 
 class SearchError(KedroEdgeError):
     """No candidate met the budget; the record was written before this is raised."""
+
+
+class RecordError(KedroEdgeError, ValueError):
+    """A JSON record (a report the pipeline wrote) misses a key, has an unknown one or a bad value."""

@@ -143,11 +143,11 @@ class EdgeHooks:
     def _print_stage_table(self) -> None:
         metrics = self._stage_metrics
         if metrics:
-            from kedro_edge.evaluation.report import (
-                summary_table,  # torch and ORT load only when there is a table
-            )
+            # torch and ORT load only when there is a table
+            from kedro_edge.evaluation.records import CompressionMetrics
+            from kedro_edge.evaluation.report import summary_table
 
             console = Console()
             console.width = max(console.width, 140)  # logs and CI have 80 columns: don't fold the figures
-            console.print(summary_table(metrics))
+            console.print(summary_table(CompressionMetrics.from_json(metrics)))
             self._stage_metrics = None

@@ -4,45 +4,45 @@ import pytest
 from kedro_edge.config import GateParams
 from kedro_edge.errors import GateError
 from kedro_edge.evaluation.gates import enforce, evaluate_gates
+from kedro_edge.evaluation.records import Agreement, StageComparison
 from kedro_edge.evaluation.statistics import paired
+from tests.stage_figures import stage_figures
 
 N = 5000
 
 
-def _comparison(only_teacher_right: int, only_model_right: int = 0) -> dict:
+def _comparison(only_teacher_right: int, only_model_right: int = 0):
     teacher = np.ones(N, bool)
     model = teacher.copy()
     model[:only_teacher_right] = False
     teacher[N - only_model_right :] = False
-    return paired(teacher, model).to_dict()
+    return paired(teacher, model)
 
 
 def _metrics(lost=25, robust_lost=50, teacher_size=1000, final_size=100, agree=1.0, gained=0):
-    return {
-        "final_stage": "int8",
-        "stages": {
-            "teacher": {"size_bytes": teacher_size},
-            "int8": {
-                "size_bytes": final_size,
-                "torch_vs_onnx": {"top1_agreement": agree},
-                "vs_teacher": {"clean": _comparison(lost, gained), "robust": _comparison(robust_lost)},
-            },
-        },
+    """(stages, final stage): the teacher and the final stage compared with it."""
+    vs_teacher = StageComparison(clean=_comparison(lost, gained), robust=_comparison(robust_lost))
+    stages = {
+        "teacher": stage_figures(size_bytes=teacher_size),
+        "int8": stage_figures(
+            size_bytes=final_size, torch_vs_onnx=Agreement(agree, 0.0), vs_teacher=vs_teacher
+        ),
     }
+    return stages, "int8"
 
 
 def test_passing_gates_record_their_figures():
-    results = evaluate_gates(_metrics(), GateParams(max_accuracy_drop=1.0, min_size_reduction=8))
+    results = evaluate_gates(*_metrics(), GateParams(max_accuracy_drop=1.0, min_size_reduction=8))
     by = {r.gate: r for r in results}
     assert set(by) == {"max_accuracy_drop", "max_robust_accuracy_drop", "min_size_reduction", "min_agreement"}
     assert by["max_accuracy_drop"].passed
     assert by["max_accuracy_drop"].value == pytest.approx(0.5 + 0.2, abs=0.05)  # upper bound of a 0.5 drop
     assert by["min_size_reduction"].passed and by["min_size_reduction"].value == 10
-    enforce([r.to_dict() for r in results])  # no error
+    enforce(results)  # no error
 
 
 def test_the_accuracy_gate_names_the_figure_the_interval_and_n():
-    result = evaluate_gates(_metrics(lost=75), GateParams(max_accuracy_drop=1.0))[0]
+    result = evaluate_gates(*_metrics(lost=75), GateParams(max_accuracy_drop=1.0))[0]
     assert not result.passed
     assert result.reason.startswith("accuracy drop 1.50 points, paired 95% CI [1.1")
     assert "McNemar p=" in result.reason and "n=5000" in result.reason
@@ -52,14 +52,14 @@ def test_the_accuracy_gate_names_the_figure_the_interval_and_n():
 def test_the_upper_bound_refuses_a_drop_the_point_estimate_would_pass():
     # 0.9 points lost: within 1.0 as a point, but the data can't show the drop is below 1.0
     metrics = _metrics(lost=45)
-    by_bound = evaluate_gates(metrics, GateParams(max_accuracy_drop=1.0))[0]
-    by_point = evaluate_gates(metrics, GateParams(max_accuracy_drop=1.0, accuracy_decision="point"))[0]
+    by_bound = evaluate_gates(*metrics, GateParams(max_accuracy_drop=1.0))[0]
+    by_point = evaluate_gates(*metrics, GateParams(max_accuracy_drop=1.0, accuracy_decision="point"))[0]
     assert not by_bound.passed and by_point.passed
     assert by_point.value == pytest.approx(0.9)
 
 
 def test_gains_and_losses_cancel_in_the_paired_figure():
-    result = evaluate_gates(_metrics(lost=60, gained=40), GateParams(accuracy_decision="point"))[0]
+    result = evaluate_gates(*_metrics(lost=60, gained=40), GateParams(accuracy_decision="point"))[0]
     assert result.value == pytest.approx(0.4)
 
 
@@ -73,8 +73,8 @@ def test_gains_and_losses_cancel_in_the_paired_figure():
     ],
 )
 def test_a_violated_gate_refuses_with_one_line(metrics, gate):
-    results = [r.to_dict() for r in evaluate_gates(metrics, GateParams())]
-    assert [r["gate"] for r in results if not r["passed"]] == [gate]
+    results = evaluate_gates(*metrics, GateParams())
+    assert [r.gate for r in results if not r.passed] == [gate]
     with pytest.raises(GateError, match=f"gate '{gate}' refused model.onnx") as err:
         enforce(results)
     assert "\n" not in str(err.value)
@@ -84,4 +84,4 @@ def test_null_switches_a_gate_off():
     params = GateParams(
         max_accuracy_drop=None, max_robust_accuracy_drop=None, min_size_reduction=None, min_agreement=None
     )
-    assert evaluate_gates(_metrics(lost=4000), params) == []
+    assert evaluate_gates(*_metrics(lost=4000), params) == []

@@ -11,16 +11,16 @@ FEW = TimingSpec(warmup=2, min_runs=15, min_seconds=0)
 def test_stage_figures_come_from_onnx_runtime(teacher, splits):
     model = to_onnx(teacher, splits.input_shape)
     figures = evaluate_stage(model, teacher, splits, FEW).figures
-    assert figures["size_bytes"] == len(model.SerializeToString())
-    assert figures["params"] == sum(p.numel() for p in teacher.parameters())
-    assert figures["macs"] > figures["params"]
-    assert 0 < figures["latency_p50_ms"] <= figures["latency_p90_ms"]
-    assert figures["latency_runs"] >= 15
-    assert figures["torch_vs_onnx"]["top1_agreement"] == 1.0
-    assert figures["torch_vs_onnx"]["max_abs_diff"] < 1e-3
-    assert 0.5 < figures["accuracy"] <= 1.0
-    assert figures["n"] == len(splits.y("test"))
-    assert figures["accuracy_ci"][0] < figures["accuracy"] <= figures["accuracy_ci"][1]
+    assert figures.size_bytes == len(model.SerializeToString())
+    assert figures.params == sum(p.numel() for p in teacher.parameters())
+    assert figures.macs > figures.params
+    assert 0 < figures.latency_p50_ms <= figures.latency_p90_ms
+    assert figures.latency_runs >= 15
+    assert figures.torch_vs_onnx.top1_agreement == 1.0
+    assert figures.torch_vs_onnx.max_abs_diff < 1e-3
+    assert 0.5 < figures.accuracy <= 1.0
+    assert figures.n == len(splits.y("test"))
+    assert figures.accuracy_ci[0] < figures.accuracy <= figures.accuracy_ci[1]
 
 
 def test_latency_runs_until_count_and_duration(teacher, splits):

@@ -6,15 +6,19 @@ written to the report before ``enforce`` fails the run with one line.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from kedro_edge.compress.registry import REFERENCE
 from kedro_edge.errors import GateError
 from kedro_edge.schema import Strict
+
+if TYPE_CHECKING:  # records import GateResult from here
+    from kedro_edge.evaluation.records import StageFigures
+    from kedro_edge.evaluation.statistics import PairedComparison
 
 
 class GateParams(Strict):
@@ -41,20 +45,16 @@ class GateResult:
         return asdict(self)
 
 
-def _final(metrics: dict) -> dict:
-    return metrics["stages"][metrics["final_stage"]]
-
-
-def _drop_gate(gate: str, comparison: dict, limit: float, decision: str, what: str) -> GateResult:
+def _drop_gate(gate: str, comparison: PairedComparison, limit: float, decision: str, what: str) -> GateResult:
     """Refuse when the paired accuracy drop (teacher -> final model) exceeds ``limit`` points.
 
     With ``decision='upper_bound'`` the drop's upper confidence bound must be within the limit:
     the model is shown to lose at most ``limit`` points, not merely estimated to.
     """
-    drop, low, high = -comparison["diff_points"], -comparison["ci_high_points"], -comparison["ci_low_points"]
+    drop, low, high = -comparison.diff_points, -comparison.ci_high_points, -comparison.ci_low_points
     value = high if decision == "upper_bound" else drop
     ok = value <= limit
-    pct = round(100 * comparison["confidence"])
+    pct = round(100 * comparison.confidence)
     judged = f"upper {pct}% bound {high:.2f}" if decision == "upper_bound" else f"drop {drop:.2f}"
     return GateResult(
         gate,
@@ -62,28 +62,34 @@ def _drop_gate(gate: str, comparison: dict, limit: float, decision: str, what: s
         value,
         limit,
         f"{what} drop {drop:.2f} points, paired {pct}% CI [{low:.2f}, {high:.2f}], "
-        f"McNemar p={comparison['p_value']:.3g}, n={comparison['n']}: "
+        f"McNemar p={comparison.p_value:.3g}, n={comparison.n}: "
         f"{judged} {'<=' if ok else '>'} {limit:.2f}",
     )
 
 
-def max_accuracy_drop(metrics: dict, limit: float, params: GateParams) -> GateResult:
+def max_accuracy_drop(
+    reference: StageFigures, final: StageFigures, limit: float, params: GateParams
+) -> GateResult:
     """Final model's test accuracy may be at most ``limit`` points below the teacher's (paired)."""
-    comparison = _final(metrics)["vs_teacher"]["clean"]
+    comparison = final.vs_teacher.clean
     return _drop_gate("max_accuracy_drop", comparison, limit, params.accuracy_decision, "accuracy")
 
 
-def max_robust_accuracy_drop(metrics: dict, limit: float, params: GateParams) -> GateResult:
+def max_robust_accuracy_drop(
+    reference: StageFigures, final: StageFigures, limit: float, params: GateParams
+) -> GateResult:
     """The same on the perturbed copy of the test split."""
-    comparison = _final(metrics)["vs_teacher"]["robust"]
+    comparison = final.vs_teacher.robust
     return _drop_gate(
         "max_robust_accuracy_drop", comparison, limit, params.accuracy_decision, "robust accuracy"
     )
 
 
-def min_size_reduction(metrics: dict, limit: float, params: GateParams) -> GateResult:
+def min_size_reduction(
+    reference: StageFigures, final: StageFigures, limit: float, params: GateParams
+) -> GateResult:
     """teacher.onnx must be at least ``limit`` times the size of model.onnx."""
-    factor = metrics["stages"][REFERENCE]["size_bytes"] / _final(metrics)["size_bytes"]
+    factor = reference.size_bytes / final.size_bytes
     ok = factor >= limit
     return GateResult(
         "min_size_reduction",
@@ -94,9 +100,11 @@ def min_size_reduction(metrics: dict, limit: float, params: GateParams) -> GateR
     )
 
 
-def min_agreement(metrics: dict, limit: float, params: GateParams) -> GateResult:
+def min_agreement(
+    reference: StageFigures, final: StageFigures, limit: float, params: GateParams
+) -> GateResult:
     """model.onnx must predict the same class as its torch module on this share of test images."""
-    share = _final(metrics)["torch_vs_onnx"]["top1_agreement"]
+    share = final.torch_vs_onnx.top1_agreement
     ok = share >= limit
     return GateResult(
         "min_agreement",
@@ -107,7 +115,8 @@ def min_agreement(metrics: dict, limit: float, params: GateParams) -> GateResult
     )
 
 
-GATES: dict[str, Callable[[dict, float, GateParams], GateResult]] = {
+# (reference stage, final stage, limit, all gate parameters) -> result
+GATES: dict[str, Callable[[StageFigures, StageFigures, float, GateParams], GateResult]] = {
     "max_accuracy_drop": max_accuracy_drop,
     "max_robust_accuracy_drop": max_robust_accuracy_drop,
     "min_size_reduction": min_size_reduction,
@@ -115,19 +124,25 @@ GATES: dict[str, Callable[[dict, float, GateParams], GateResult]] = {
 }
 
 
-def evaluate_gates(metrics: dict, params: GateParams) -> list[GateResult]:
-    """Every gate whose limit is set (``null`` switches a gate off)."""
+def evaluate_gates(
+    stages: Mapping[str, StageFigures], final_stage: str, params: GateParams
+) -> list[GateResult]:
+    """Every gate whose limit is set (``null`` switches a gate off), ``final_stage`` judged
+    against the reference stage."""
+    reference, final = stages[REFERENCE], stages[final_stage]
     limits = {name: getattr(params, name) for name in GATES}
-    if "robust" not in _final(metrics).get("vs_teacher", {}):
+    if final.vs_teacher is None or final.vs_teacher.robust is None:
         limits["max_robust_accuracy_drop"] = None  # robustness evaluation switched off
-    if "vs_teacher" not in _final(metrics):
+    if final.vs_teacher is None:
         limits["max_accuracy_drop"] = limits["max_robust_accuracy_drop"] = None  # the teacher is final
-    return [GATES[name](metrics, limit, params) for name, limit in limits.items() if limit is not None]
+    return [
+        GATES[name](reference, final, limit, params) for name, limit in limits.items() if limit is not None
+    ]
 
 
-def enforce(results: list[dict], artifact: str = "model.onnx") -> None:
+def enforce(results: list[GateResult], artifact: str = "model.onnx") -> None:
     """Raise ``GateError`` naming the first refused gate."""
-    refused = [r for r in results if not r["passed"]]
+    refused = [r for r in results if not r.passed]
     if refused:
         more = f" (+{len(refused) - 1} more)" if len(refused) > 1 else ""
-        raise GateError(f"gate '{refused[0]['gate']}' refused {artifact}: {refused[0]['reason']}{more}")
+        raise GateError(f"gate '{refused[0].gate}' refused {artifact}: {refused[0].reason}{more}")

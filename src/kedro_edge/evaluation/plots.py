@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 import matplotlib
 
 matplotlib.use("Agg")  # headless: pipelines and CI have no display
@@ -10,23 +13,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
+if TYPE_CHECKING:
+    from kedro_edge.evaluation.records import StageFigures
 
-def compression_figure(metrics: dict) -> Figure:
+
+def compression_figure(stages: Mapping[str, StageFigures], test_n: int, confidence: float) -> Figure:
     """Left: accuracy (with its interval) vs p50 latency, robust accuracy hollow, marker area ~
     file size; the legend carries the labels, so stages close together never overlap.
-    Right: gains over the teacher."""
-    stages = metrics["stages"]
+    Right: gains over the teacher. ``test_n`` and ``confidence`` label the accuracy axis."""
     names = list(stages)
-    acc = [100 * stages[n]["accuracy"] for n in names]
-    p50 = [stages[n]["latency_p50_ms"] for n in names]
-    kib = [stages[n]["size_bytes"] / 1024 for n in names]
+    acc = [100 * stages[n].accuracy for n in names]
+    p50 = [stages[n].latency_p50_ms for n in names]
+    kib = [stages[n].size_bytes / 1024 for n in names]
     colors = plt.cm.viridis([i / max(1, len(names) - 1) for i in range(len(names))])
 
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(18, 5.4), width_ratios=(1.2, 1, 1))
     low_y: list[float] = []
     for i, name in enumerate(names):
         fig_ = stages[name]
-        ci = fig_.get("accuracy_ci") or [fig_["accuracy"]] * 2
+        ci = fig_.accuracy_ci
         err = [[acc[i] - 100 * ci[0]], [100 * ci[1] - acc[i]]]
         area = 40 + 700 * kib[i] / max(kib)
         left.errorbar(p50[i], acc[i], yerr=err, fmt="none", ecolor=colors[i], capsize=4, lw=1.2)
@@ -36,14 +41,14 @@ def compression_figure(metrics: dict) -> Figure:
             p50[i], acc[i], s=area, color=colors[i], alpha=0.8, edgecolors="k", label=label, zorder=3
         )
         low_y.append(100 * ci[0])
-        if "robust_accuracy" in fig_:
-            robust = 100 * fig_["robust_accuracy"]
+        if fig_.robust_accuracy is not None:
+            robust = 100 * fig_.robust_accuracy
             left.scatter(
                 p50[i], robust, s=60, facecolors="none", edgecolors=colors[i], linewidths=1.5, zorder=3
             )
             left.plot([p50[i], p50[i]], [robust, acc[i]], color=colors[i], lw=0.6, ls=":")
             low_y.append(robust)
-    if any("robust_accuracy" in stages[n] for n in names):
+    if any(stages[n].robust_accuracy is not None for n in names):
         left.scatter(
             [],
             [],
@@ -61,8 +66,8 @@ def compression_figure(metrics: dict) -> Figure:
     left.set_ylim(bottom - 0.15 * spread, top + 0.15 * spread)
     left.set_xlim(min(p50) / 1.6, max(p50) * 1.6)
     left.set_xlabel("host latency p50, batch 1 (ms, log scale)")
-    n = metrics.get("test_n") or stages[names[0]].get("n")
-    pct = round(100 * metrics.get("confidence", 0.95))
+    n = test_n
+    pct = round(100 * confidence)
     left.set_ylabel(
         f"test accuracy, ONNX Runtime (%)\nn = {n:,} images, {pct}% intervals" if n else "test accuracy (%)"
     )
@@ -75,12 +80,13 @@ def compression_figure(metrics: dict) -> Figure:
     _paired_panel(middle, stages, names, colors)
 
     base = stages[names[0]]
-    size_gain = [base["size_bytes"] / stages[n]["size_bytes"] for n in names]
+    size_gain = [base.size_bytes / stages[n].size_bytes for n in names]
     # shipped: each stage's ONNX lzma-compressed, as a release sends it, vs the teacher's ONNX file
-    shipped_gain = [
-        base["size_bytes"] / stages[n].get("shipped_bytes", stages[n]["size_bytes"]) for n in names
+    shipped = [
+        stages[n].size_bytes if stages[n].shipped_bytes is None else stages[n].shipped_bytes for n in names
     ]
-    speed_gain = [base["latency_p50_ms"] / stages[n]["latency_p50_ms"] for n in names]
+    shipped_gain = [base.size_bytes / s for s in shipped]
+    speed_gain = [base.latency_p50_ms / stages[n].latency_p50_ms for n in names]
     pos = range(len(names))
     for offset, gains, label, color in (
         (-0.27, size_gain, "smaller ONNX (x)", "tab:blue"),
@@ -99,16 +105,16 @@ def compression_figure(metrics: dict) -> Figure:
     return fig
 
 
-def _paired_panel(ax, stages: dict, names: list[str], colors) -> None:
+def _paired_panel(ax, stages: Mapping[str, StageFigures], names: list[str], colors) -> None:
     """Each stage's paired accuracy change vs the teacher, clean and robust, with its interval."""
-    rows = [(i, n) for i, n in enumerate(names) if "vs_teacher" in stages[n]]
+    rows = [(i, n) for i, n in enumerate(names) if stages[n].vs_teacher is not None]
     for offset, kind, marker in ((-0.12, "clean", "o"), (0.12, "robust", "s")):
         for i, name in rows:
-            comp = stages[name]["vs_teacher"].get(kind)
+            comp = getattr(stages[name].vs_teacher, kind)
             if comp is None:
                 continue
-            d = comp["diff_points"]
-            err = [[d - comp["ci_low_points"]], [comp["ci_high_points"] - d]]
+            d = comp.diff_points
+            err = [[d - comp.ci_low_points], [comp.ci_high_points - d]]
             ax.errorbar(
                 i + offset,
                 d,
@@ -124,7 +130,7 @@ def _paired_panel(ax, stages: dict, names: list[str], colors) -> None:
     ax.set_xticks(range(len(names)), names)
     ax.set_xlim(-0.5, len(names) - 0.5)
     ax.set_ylabel("accuracy change vs teacher (points)")
-    n = next((stages[n]["vs_teacher"]["clean"]["n"] for _, n in rows), None)
+    n = next((stages[n].vs_teacher.clean.n for _, n in rows), None)
     ax.set_title(f"paired change vs teacher, same {n:,} images (95% CI)" if n else "paired change vs teacher")
     ax.grid(alpha=0.3, axis="y")
     if rows:

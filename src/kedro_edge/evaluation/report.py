@@ -8,51 +8,59 @@ line and a record in ``compression_metrics.json``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import replace
+from itertools import pairwise
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from kedro_edge.evaluation import statistics
 from kedro_edge.evaluation.params import ValidationParams
+from kedro_edge.evaluation.records import (
+    CompressionMetrics,
+    Finding,
+    FindingKind,
+    StageComparison,
+    StageFigures,
+)
 
 if TYPE_CHECKING:  # annotations only: the hooks print this table without loading torch or ORT
     from kedro_edge.evaluation.stage import StageEvaluation
 
 
-def _paired(reference: StageEvaluation, candidate: StageEvaluation, cfg: ValidationParams) -> dict[str, Any]:
-    out = {
-        "clean": statistics.paired(
-            reference.correct, candidate.correct, cfg.confidence, cfg.bootstrap_resamples
-        )
-    }
+def _paired(
+    reference: StageEvaluation, candidate: StageEvaluation, cfg: ValidationParams, stage: str | None = None
+) -> StageComparison:
+    robust = None
     if reference.robust_correct is not None and candidate.robust_correct is not None:
-        out["robust"] = statistics.paired(
+        robust = statistics.paired(
             reference.robust_correct, candidate.robust_correct, cfg.confidence, cfg.bootstrap_resamples
         )
-    return {k: v.to_dict() for k, v in out.items()}
+    clean = statistics.paired(reference.correct, candidate.correct, cfg.confidence, cfg.bootstrap_resamples)
+    return StageComparison(stage=stage, clean=clean, robust=robust)
 
 
-def compare(evaluations: dict[str, StageEvaluation], cfg: ValidationParams) -> dict[str, dict[str, Any]]:
+def compare(evaluations: Mapping[str, StageEvaluation], cfg: ValidationParams) -> dict[str, StageFigures]:
     """Each stage's figures plus ``vs_teacher`` and ``vs_previous`` paired comparisons."""
     names = list(evaluations)
-    stages: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(names):
-        figures = dict(evaluations[name].figures)
-        if i > 0:
-            figures["vs_teacher"] = _paired(evaluations[names[0]], evaluations[name], cfg)
-            figures["vs_previous"] = {
-                "stage": names[i - 1],
-                **_paired(evaluations[names[i - 1]], evaluations[name], cfg),
-            }
-        stages[name] = figures
+    first = evaluations[names[0]]
+    stages = {names[0]: first.figures}
+    for previous, name in pairwise(names):
+        evaluation = evaluations[name]
+        stages[name] = replace(
+            evaluation.figures,
+            vs_teacher=_paired(first, evaluation, cfg),
+            vs_previous=_paired(evaluations[previous], evaluation, cfg, stage=previous),
+        )
     return stages
 
 
-def _significant_loss(comparison: dict[str, Any], alpha: float) -> bool:
-    return comparison["diff_points"] < 0 and comparison["p_value"] < alpha
+def _significant_loss(comparison: statistics.PairedComparison, alpha: float) -> bool:
+    return comparison.diff_points < 0 and comparison.p_value < alpha
 
 
-def regressions(stages: dict[str, dict[str, Any]], cfg: ValidationParams) -> list[dict[str, Any]]:
+def regressions(stages: Mapping[str, StageFigures], cfg: ValidationParams) -> list[Finding]:
     """Where a stage is slower, larger or significantly less accurate than the stage before it.
 
     Slower: p50 more than ``cfg.slower_tolerance`` above (host timing noise is a few percent).
@@ -62,107 +70,79 @@ def regressions(stages: dict[str, dict[str, Any]], cfg: ValidationParams) -> lis
     alpha = 1 - cfg.confidence
     found = []
     for name, fig in stages.items():
-        prev_name = fig.get("vs_previous", {}).get("stage")
-        if prev_name is None:
+        if fig.vs_previous is None:
             continue
+        prev_name = fig.vs_previous.stage
         prev = stages[prev_name]
-        ratio = fig["latency_p50_ms"] / prev["latency_p50_ms"]
+        ratio = fig.latency_p50_ms / prev.latency_p50_ms
         if ratio > 1 + cfg.slower_tolerance:
-            found.append(
-                _finding(
-                    name,
-                    prev_name,
-                    "slower",
-                    ratio,
-                    f"p50 {prev['latency_p50_ms']:.3g} -> {fig['latency_p50_ms']:.3g} ms ({ratio:.2f}x)",
-                )
-            )
-        if fig["size_bytes"] > prev["size_bytes"]:
-            ratio = fig["size_bytes"] / prev["size_bytes"]
-            found.append(
-                _finding(
-                    name,
-                    prev_name,
-                    "larger",
-                    ratio,
-                    f"{prev['size_bytes']:,} -> {fig['size_bytes']:,} bytes ({ratio:.2f}x)",
-                )
-            )
-        for kind, label in (("clean", "less accurate"), ("robust", "less robust")):
-            comparison = fig["vs_previous"].get(kind)
-            if comparison and _significant_loss(comparison, alpha):
-                found.append(
-                    _finding(
-                        name, prev_name, label, comparison["diff_points"], statistics.describe(comparison)
-                    )
-                )
+            detail = f"p50 {prev.latency_p50_ms:.3g} -> {fig.latency_p50_ms:.3g} ms ({ratio:.2f}x)"
+            found.append(Finding.of(name, prev_name, FindingKind.SLOWER, ratio, detail))
+        if fig.size_bytes > prev.size_bytes:
+            ratio = fig.size_bytes / prev.size_bytes
+            detail = f"{prev.size_bytes:,} -> {fig.size_bytes:,} bytes ({ratio:.2f}x)"
+            found.append(Finding.of(name, prev_name, FindingKind.LARGER, ratio, detail))
+        for comparison, kind in (
+            (fig.vs_previous.clean, FindingKind.LESS_ACCURATE),
+            (fig.vs_previous.robust, FindingKind.LESS_ROBUST),
+        ):
+            if comparison is not None and _significant_loss(comparison, alpha):
+                found.append(Finding.of(name, prev_name, kind, comparison.diff_points, comparison.describe()))
     return found
 
 
-def _finding(stage: str, previous: str, kind: str, value: float, detail: str) -> dict[str, Any]:
-    return {
-        "stage": stage,
-        "previous": previous,
-        "kind": kind,
-        "value": value,
-        "message": f"stage '{stage}' is {kind} than '{previous}': {detail}",
-    }
-
-
-def _pct(value: float, ci: list[float] | None) -> str:
+def _pct(value: float, ci: tuple[float, float] | None) -> str:
     if ci is None:
         return f"{100 * value:.2f}"
     return f"{100 * value:.2f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
-def _diff(comparison: dict[str, Any]) -> str:
+def _diff(comparison: statistics.PairedComparison) -> str:
     return (
-        f"{comparison['diff_points']:+.2f} "
-        f"[{comparison['ci_low_points']:+.2f}, {comparison['ci_high_points']:+.2f}]"
+        f"{comparison.diff_points:+.2f} [{comparison.ci_low_points:+.2f}, {comparison.ci_high_points:+.2f}]"
     )
 
 
-def summary_rows(metrics: dict[str, Any]) -> list[dict[str, str]]:
+def summary_rows(metrics: CompressionMetrics) -> list[dict[str, str]]:
     """One row of strings per stage: what the summary table prints (and tests read)."""
-    stages = metrics["stages"]
+    stages = metrics.stages
     teacher = next(iter(stages.values()))
     rows = []
     for name, fig in stages.items():
-        clean = fig.get("vs_teacher", {}).get("clean")
-        robust = fig.get("vs_teacher", {}).get("robust")
+        clean = fig.vs_teacher.clean if fig.vs_teacher else None
+        robust = fig.vs_teacher.robust if fig.vs_teacher else None
+        shipped = fig.shipped_bytes
         rows.append(
             {
                 "stage": name,
-                "accuracy %": _pct(fig["accuracy"], fig.get("accuracy_ci")),
+                "accuracy %": _pct(fig.accuracy, fig.accuracy_ci),
                 "vs teacher (pts)": _diff(clean) if clean else "—",
-                "robust %": _pct(fig["robust_accuracy"], fig.get("robust_accuracy_ci"))
-                if "robust_accuracy" in fig
+                "robust %": _pct(fig.robust_accuracy, fig.robust_accuracy_ci)
+                if fig.robust_accuracy is not None
                 else "—",
-                "robust vs teacher": f"{robust['diff_points']:+.2f}" if robust else "—",
-                "KiB": f"{fig['size_bytes'] / 1024:,.0f}",
-                "shipped KiB": f"{fig['shipped_bytes'] / 1024:,.0f}" if "shipped_bytes" in fig else "—",
-                "p50 ms": f"{fig['latency_p50_ms']:.3g}",
-                "smaller": f"{teacher['size_bytes'] / fig['size_bytes']:.1f}x",
-                "shipped smaller": f"{teacher['size_bytes'] / fig['shipped_bytes']:.1f}x"
-                if "shipped_bytes" in fig
-                else "—",
-                "faster": f"{teacher['latency_p50_ms'] / fig['latency_p50_ms']:.1f}x",
+                "robust vs teacher": f"{robust.diff_points:+.2f}" if robust else "—",
+                "KiB": f"{fig.size_bytes / 1024:,.0f}",
+                "shipped KiB": f"{shipped / 1024:,.0f}" if shipped is not None else "—",
+                "p50 ms": f"{fig.latency_p50_ms:.3g}",
+                "smaller": f"{teacher.size_bytes / fig.size_bytes:.1f}x",
+                "shipped smaller": f"{teacher.size_bytes / shipped:.1f}x" if shipped is not None else "—",
+                "faster": f"{teacher.latency_p50_ms / fig.latency_p50_ms:.1f}x",
             }
         )
     return rows
 
 
-def summary_table(metrics: dict[str, Any]) -> Table:
+def summary_table(metrics: CompressionMetrics) -> Table:
     """The table `kedro run` ends with: accuracy ± interval, robust accuracy, size, p50, x vs teacher."""
     rows = summary_rows(metrics)
-    n = next(iter(metrics["stages"].values())).get("n")
-    pct = round(100 * metrics.get("confidence", 0.95))
+    n = next(iter(metrics.stages.values())).n
+    pct = round(100 * metrics.confidence)
     table = Table(title=f"what each stage bought (test n={n}, {pct}% intervals, paired vs teacher)")
     for column in rows[0]:
         table.add_column(column, justify="left" if column == "stage" else "right")
     for row in rows:
         table.add_row(*row.values())
-    warnings = [f"[yellow]warning: {finding['message']}" for finding in metrics.get("warnings", [])]
+    warnings = [f"[yellow]warning: {finding.message}" for finding in metrics.warnings]
     if warnings:
         table.caption = "\n".join(warnings)
         table.caption_justify = "left"

@@ -12,7 +12,6 @@ computes what the torch module does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import onnx
@@ -22,6 +21,7 @@ from torch import nn
 from kedro_edge.compress.quantize import is_quantization_aware, to_float
 from kedro_edge.data import Splits
 from kedro_edge.evaluation import statistics as acc
+from kedro_edge.evaluation.records import Agreement, StageFigures
 from kedro_edge.models.footprint import footprint
 from kedro_edge.models.training import predict
 from kedro_edge.runtimes.codec import shipped_size
@@ -33,7 +33,7 @@ from kedro_edge.runtimes.timing import TimingSpec
 class StageEvaluation:
     """One stage's figures, and per-image correctness for the paired comparisons."""
 
-    figures: dict[str, Any]
+    figures: StageFigures
     correct: np.ndarray
     robust_correct: np.ndarray | None
 
@@ -59,18 +59,17 @@ def evaluate_stage(
     clean = acc.accuracy(correct, confidence)
     fp = footprint(to_float(module) if is_quantization_aware(module) else module, torch.from_numpy(x[:1]))
     times = latency_ms(sess, x[: min(len(x), 64)], latency)
-    figures: dict[str, Any] = {
-        "accuracy": clean.accuracy,
-        "accuracy_ci": [clean.ci_low, clean.ci_high],
-        "n": clean.n,
-    }
-    robust_correct = None
+    robust_correct, robust = None, None
     if robust_x is not None:
         robust_correct = ort_predict(sess, robust_x, batch_size).argmax(1) == y
         robust = acc.accuracy(robust_correct, confidence)
-        figures.update(robust_accuracy=robust.accuracy, robust_accuracy_ci=[robust.ci_low, robust.ci_high])
     serialized = onnx_model.SerializeToString()
-    figures.update(
+    figures = StageFigures(
+        accuracy=clean.accuracy,
+        accuracy_ci=(clean.ci_low, clean.ci_high),
+        n=clean.n,
+        robust_accuracy=robust.accuracy if robust else None,
+        robust_accuracy_ci=(robust.ci_low, robust.ci_high) if robust else None,
         size_bytes=len(serialized),
         shipped_bytes=shipped_size(serialized),  # lzma: what a release sends to each device
         params=fp.params,
@@ -78,6 +77,6 @@ def evaluate_stage(
         latency_p50_ms=float(np.percentile(times, 50)),
         latency_p90_ms=float(np.percentile(times, 90)),
         latency_runs=int(len(times)),
-        torch_vs_onnx=parity(predict(module, x, batch_size), logits),
+        torch_vs_onnx=Agreement(**parity(predict(module, x, batch_size), logits)),
     )
     return StageEvaluation(figures, correct, robust_correct)

@@ -15,6 +15,7 @@ from kedro_edge.compress import quantize, registry
 from kedro_edge.evaluation import gates, plots, robustness
 from kedro_edge.evaluation import report as compare_stages
 from kedro_edge.evaluation import stage as stage_eval
+from kedro_edge.evaluation.records import CompressionMetrics
 from kedro_edge.io.fleet import ModelFile
 from kedro_edge.runtimes import onnx_export
 
@@ -30,7 +31,8 @@ def evaluate_models(
     validation: dict,
     *modules: nn.Module,
 ) -> dict[str, Any]:
-    """Figures for every stage through ONNX Runtime, and the gate results.
+    """Figures for every stage through ONNX Runtime, and the gate results: a
+    ``CompressionMetrics`` as the JSON ``compression_metrics`` writes.
 
     ``modules`` are the registered techniques' outputs in recipe order (``compress.registry``);
     the stage table has the teacher, then a row per enabled technique that has one.
@@ -55,33 +57,38 @@ def evaluate_models(
         for name, (m, mod) in stages.items()
     }
     figures = compare_stages.compare(evaluations, cfg)
-    metrics = {
-        "final_stage": list(stages)[-1],
-        "test_n": len(splits.y("test")),
-        "confidence": cfg.confidence,
-        "robustness": cfg.robustness.model_dump() if cfg.robustness.enabled else None,
-        "stages": figures,
-        "latency_threads": cfg.latency.threads,
-    }
-    metrics["warnings"] = compare_stages.regressions(figures, cfg)
-    for finding in metrics["warnings"]:
-        log.warning(finding["message"])
-    metrics["gates"] = [r.to_dict() for r in gates.evaluate_gates(metrics, cfg.gates)]
-    metrics["passed"] = all(r["passed"] for r in metrics["gates"])
-    return metrics
+    final_stage = list(stages)[-1]
+    warnings = compare_stages.regressions(figures, cfg)
+    for finding in warnings:
+        log.warning(finding.message)
+    results = gates.evaluate_gates(figures, final_stage, cfg.gates)
+    return CompressionMetrics(
+        final_stage=final_stage,
+        test_n=len(splits.y("test")),
+        confidence=cfg.confidence,
+        robustness=cfg.robustness if cfg.robustness.enabled else None,
+        stages=figures,
+        latency_threads=cfg.latency.threads,
+        warnings=warnings,
+        gates=results,
+        passed=all(r.passed for r in results),
+    ).to_json()
 
 
 def plot_compression(metrics: dict) -> Figure:
-    return plots.compression_figure(metrics)
+    m = CompressionMetrics.from_json(metrics)
+    return plots.compression_figure(m.stages, m.test_n, m.confidence)
 
 
 def stage_table(metrics: dict) -> list[dict[str, Any]]:
     """One flat record per stage: the data-series form ``dvc plots`` draws and diffs."""
     keys = ("accuracy", "robust_accuracy", "size_bytes", "shipped_bytes", "params", "macs", "latency_p50_ms",
             "latency_p90_ms")  # fmt: skip
-    return [
-        {"stage": name, **{k: fig[k] for k in keys if k in fig}} for name, fig in metrics["stages"].items()
-    ]
+    rows = []
+    for name, fig in CompressionMetrics.from_json(metrics).stages.items():
+        figures = {k: getattr(fig, k) for k in keys}
+        rows.append({"stage": name, **{k: v for k, v in figures.items() if v is not None}})
+    return rows
 
 
 def enforce_gates(metrics: dict, model_file: ModelFile, *_written: Any) -> dict[str, Any]:
@@ -90,6 +97,7 @@ def enforce_gates(metrics: dict, model_file: ModelFile, *_written: Any) -> dict[
     Runs after the figures are saved. The record names the model by sha256, so deployment
     can refuse a model.onnx that is not the one validated.
     """
-    gates.enforce(metrics["gates"])
-    final = metrics["stages"][metrics["final_stage"]]
-    return {"passed": True, "model": model_file.version, "figures": final, "gates": metrics["gates"]}
+    m = CompressionMetrics.from_json(metrics)
+    gates.enforce(m.gates)
+    return {"passed": True, "model": model_file.version, "figures": m.final.to_json(),
+            "gates": [g.to_dict() for g in m.gates]}  # fmt: skip
