@@ -75,7 +75,9 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(exclude_unset=True)
+        # Not model_dump: it would copy every figure and sample list a measurement holds.
+        fields = type(self).model_fields
+        return {name: _json(getattr(self, name)) for name in fields if name in self.model_fields_set}
 
     @classmethod
     def from_json(cls: type[R], data: Mapping[str, Any]) -> R:
@@ -85,6 +87,14 @@ class Record(BaseModel):
         """Set several fields (each validated)."""
         for name, value in fields.items():
             setattr(self, name, value)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_json()
+    if isinstance(value, list) and value and isinstance(value[0], Record):
+        return [v.to_json() for v in value]
+    return value
 
 
 COSTS = ("ssh_connections", "remote_commands", "bytes_sent")
