@@ -216,7 +216,7 @@ rollout_module.for_each = _timed_for_each  # the benchmark's own wrapper; the ro
 def project(registry: Fleet, devices: list[Device], cand: Candidate, ref: np.ndarray) -> Row:
     """The staged rollout a release runs (one wave, 16 at a time)."""
     PHASES.clear()
-    record = staged_rollout(registry, cand, ref, CFG, devices)
+    record = staged_rollout(registry, cand, ref, CFG, devices).to_json()
     bad = [e for e in record["devices"] if e["decision"] not in ("activated", "already active")]
     for e in bad:
         console.print(f"[red]  failed[/] {e['device']}: {e.get('reason')}")

@@ -134,7 +134,7 @@ def rollout(registry: Fleet, names: list[str], model: Any, config: DeploymentPar
     baseline = int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
     with Sampler() as sampler:
         cpu, start = time.process_time(), time.perf_counter()
-        record = rollout_module.staged_rollout(registry, cand, model.reference, config, devices)
+        record = rollout_module.staged_rollout(registry, cand, model.reference, config, devices).to_json()
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     cpu -= sampler.cpu
     entries, n = record["devices"], len(devices)

@@ -8,7 +8,8 @@ an aborted release rolled back) run before one step merges the record into
 ``data/08_reporting/release.json`` (with ``release.md``, ``device_benchmarks.json`` and the
 plot), exactly as ``kedro run --pipelines deployment`` writes them. Each step is its own process
 under the multiprocess executor, or its own pod under Dagster's Kubernetes or Celery executors:
-the steps exchange plain data (device names, record entries) through the IO manager.
+the steps exchange small records (device names, ``kedro_edge.fleet.shard.BatchResult``,
+``kedro_edge.fleet.shard.ShardState``) through the IO manager.
 
 The steps hold the devices under one rollout id, the run's root run id: re-executing a failed
 run from its failure resumes under the same leases. The number of waves is read from the
@@ -51,7 +52,7 @@ def shard_plan(context: dg.OpExecutionContext):
     plan = nodes.sharded_release_plan(*inputs, params["deployment"], rollout_id)
     if plan is None:
         raise dg.Failure("deployment.enabled is false: nothing to release")
-    sizes = [[len(b) for b in wave] for wave in plan["batches"]]
+    sizes = [[len(b) for b in wave] for wave in plan.batches]
     context.log.info(f"rollout {rollout_id}: devices per batch, per wave: {sizes}")
     return plan, shard.start()
 
@@ -60,52 +61,54 @@ def wave_ops(number: int) -> tuple[dg.OpDefinition, ...]:
     """Wave ``number``'s steps: its batches, prepare one, decide, activate one, done."""
 
     @dg.op(name=f"wave{number}_batches", out=dg.DynamicOut())
-    def batches(plan: dict, state: dict):
-        for i, names in enumerate(shard.wave_batches(state, plan["batches"], number)):
+    def batches(plan: shard.ShardPlan, state: shard.ShardState):
+        for i, names in enumerate(shard.wave_batches(state, plan.batches, number)):
             yield dg.DynamicOutput(names, mapping_key=f"batch{i}")
 
     @dg.op(name=f"wave{number}_prepare")
-    def prepare(plan: dict, names: list) -> dict:
-        with nodes.shard_release(plan) as release:
+    def prepare(plan: shard.ShardPlan, names: list) -> shard.BatchResult:
+        with plan.release() as release:
             return shard.prepare_batch(release, number, names)
 
     @dg.op(name=f"wave{number}_decide", out={"state": dg.Out(), "ready": dg.DynamicOut()})
-    def decide(context: dg.OpExecutionContext, plan: dict, state: dict, prepared: list):
-        state, ready = shard.after_prepare(state, number, prepared, plan["cfg"])
+    def decide(
+        context: dg.OpExecutionContext, plan: shard.ShardPlan, state: shard.ShardState, prepared: list
+    ):
+        state, ready = shard.after_prepare(state, number, prepared, plan.cfg)
         if prepared:
-            wave = state["waves"][-1]
-            context.log.info(f"wave {number}: {wave['outcome']}, failed {wave['failed']}")
+            wave = state.waves[-1]
+            context.log.info(f"wave {number}: {wave.outcome}, failed {wave.failed}")
         yield dg.Output(state, "state")
         for i, names in enumerate(ready):
             yield dg.DynamicOutput(names, output_name="ready", mapping_key=f"batch{i}")
 
     @dg.op(name=f"wave{number}_activate")
-    def activate(plan: dict, names: list) -> dict:
-        with nodes.shard_release(plan) as release:
-            return shard.activate_batch(release, number, names, last=number == len(plan["batches"]))
+    def activate(plan: shard.ShardPlan, names: list) -> shard.BatchResult:
+        with plan.release() as release:
+            return shard.activate_batch(release, number, names, last=number == len(plan.batches))
 
     @dg.op(name=f"wave{number}_done")
-    def done(state: dict, activated: list) -> dict:
+    def done(state: shard.ShardState, activated: list) -> shard.ShardState:
         return shard.after_activate(state, activated)
 
     return batches, prepare, decide, activate, done
 
 
 @dg.op(out=dg.DynamicOut())
-def shard_closing(plan: dict, state: dict):
-    tasks = shard.closing(state, plan["batches"], plan["cfg"].shard_size)
+def shard_closing(plan: shard.ShardPlan, state: shard.ShardState):
+    tasks = shard.closing(state, plan.batches, plan.cfg.shard_size)
     for i, task in enumerate(tasks):
         yield dg.DynamicOutput(task, mapping_key=f"{task[0]}{i}")
 
 
 @dg.op
-def shard_close(plan: dict, task: tuple) -> dict:
-    with nodes.shard_release(plan) as release:
+def shard_close(plan: shard.ShardPlan, task: tuple) -> shard.BatchResult:
+    with plan.release() as release:
         return shard.close_batch(release, task)
 
 
 @dg.op
-def shard_record(plan: dict, state: dict, closed: list) -> str:
+def shard_record(plan: shard.ShardPlan, state: shard.ShardState, closed: list) -> str:
     """One release record from every step's results, saved as the deployment pipeline saves it;
     the run fails, after saving, unless the release went out everywhere."""
     record, benchmarks = nodes.sharded_release_reports(plan, state, closed)

@@ -17,6 +17,7 @@ from rich.table import Table
 from kedro_edge.errors import KedroEdgeError
 from kedro_edge.fleet.commands import rollback_devices, survey, trust_host_keys
 from kedro_edge.fleet.inventory import load_fleet
+from kedro_edge.fleet.records import Status
 
 DEVICES_FILE = click.option(
     "--devices-file", default="devices.yml", show_default=True, help="Fleet registry."
@@ -45,7 +46,7 @@ def _on_devices(metadata, devices_file: str, names: str | None, group: str | Non
 
 
 def _exit_if_any_failed(outcomes) -> None:
-    if any(o.status == "failed" for o in outcomes):
+    if any(o.status == Status.FAILED for o in outcomes):
         raise SystemExit(1)
 
 
@@ -92,7 +93,7 @@ def devices(metadata, devices_file: str, names: str | None, group: str | None, m
     by_name = {d.name: d for d in chosen}
     for o in outcomes:
         f = o.data
-        if o.status == "ok":
+        if o.status == Status.OK:
             row = [
                 "yes",
                 f["arch"],
@@ -120,7 +121,7 @@ def trust(metadata, devices_file: str, names: str | None, group: str | None) -> 
     """
     _, _, outcomes = _on_devices(metadata, devices_file, names, group, trust_host_keys)
     for o in outcomes:
-        click.echo(f"{o.device}: {_trusted(o.data) if o.status == 'ok' else o.error}")
+        click.echo(f"{o.device}: {_trusted(o.data) if o.status == Status.OK else o.error}")
     _exit_if_any_failed(outcomes)
 
 
@@ -140,7 +141,9 @@ def _last_figures(root: Path) -> dict[tuple[str, str], dict]:
     if not path.is_file():
         return {}
     report = json.loads(path.read_text())
-    return {(d["device"], d["model_sha256"]): d for d in report.get("devices", []) if d["status"] == "ok"}
+    return {
+        (d["device"], d["model_sha256"]): d for d in report.get("devices", []) if d["status"] == Status.OK
+    }
 
 
 @edge.command()
@@ -154,7 +157,7 @@ def status(metadata, devices_file: str, names: str | None, group: str | None) ->
     for column in ("device", "reachable", "active", "previous", "p50 ms", "p90 ms", "top-1 parity"):
         table.add_column(column)
     for o in outcomes:
-        if o.status != "ok":
+        if o.status != Status.OK:
             table.add_row(o.device, f"[red]no: {o.error}[/red]", "", "", "", "", "")
             continue
         current, previous = o.data["current"], o.data["previous"]
@@ -188,7 +191,7 @@ def rollback(
         metadata, devices_file, names, group, lambda fleet, chosen: rollback_devices(fleet, chosen, to, force)
     )
     for o in outcomes:
-        if o.status == "ok":
+        if o.status == Status.OK:
             now, before = o.data["current"], o.data.get("rolled_back_from")
             forced = " (forced: recorded in its history)" if force else ""
             click.echo(f"{o.device}: {_short(before)} -> {_short(now, 'nothing active')}{forced}")

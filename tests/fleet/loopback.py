@@ -65,7 +65,7 @@ def run(
     loopback, cand, reference, names, cfg=CFG, budgets=None, group=None, overrides=None, groups=None, **kw
 ):
     fleet = registry(loopback, budgets, group, groups, **(overrides or {}))
-    return staged_rollout(fleet, cand, reference, cfg, fleet.select(names), **kw)
+    return staged_rollout(fleet, cand, reference, cfg, fleet.select(names), **kw).to_json()
 
 
 def active(loopback, name) -> str | None:

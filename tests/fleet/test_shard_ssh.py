@@ -49,7 +49,7 @@ def test_waves_are_cut_into_batches_of_at_most_batch_size(fleet, tmp_path):
 
 def test_a_sharded_release_goes_out_under_one_rollout_id_with_one_record(fleet, tmp_path):
     rel = release(fleet, tmp_path, seed=51, rollout_id="sharded-1")
-    record = shard.sharded_rollout(rel, NAMES, batch_size=2)
+    record = shard.sharded_rollout(rel, NAMES, batch_size=2).to_json()
     assert record["verdict"] == "released", decisions(record)
     assert [(w["wave"], w["batches"], w["outcome"]) for w in record["waves"]] == [
         (1, 1, "passed"),
@@ -71,7 +71,7 @@ def test_a_failure_in_one_batch_stops_the_other_batches_of_its_wave_and_rolls_ba
     fleet, tmp_path
 ):
     rel = release(fleet, tmp_path, seed=52, rollout_id="sharded-2", d4={"python": "/bin/false"})
-    record = shard.sharded_rollout(rel, NAMES, batch_size=2)
+    record = shard.sharded_rollout(rel, NAMES, batch_size=2).to_json()
     assert record["verdict"] == "rolled_back"
     assert record["waves"][-1]["outcome"] == "aborted" and record["waves"][-1]["failed"] == ["d4"]
     assert decisions(record) == {

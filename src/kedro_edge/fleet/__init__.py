@@ -8,6 +8,9 @@
     lease.py       rollout ids and the thread that renews their device leases
     pool.py        a bounded pool over devices, one outcome each
     rollout.py     the staged rollout: waves, gates, verdicts
+    records.py     decisions and verdicts (enums); device entries, waves, release.json as records
+    spec.py        a release spec: the model, its parity batch and reference outputs, the targets
+    shard.py       one release as batches of tasks: the plan, each task's result, the state between
     gates.py       per-device budgets, parity and the no-regression gate
     commands.py    outside a rollout: survey, trust, rollback
     report.py      release.json, device_benchmarks.json, release.md

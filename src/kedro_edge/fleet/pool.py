@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kedro_edge.fleet.inventory import Device
+from kedro_edge.fleet.records import Status
 from kedro_edge.fleet.ssh import DeviceError
 from kedro_edge.progress import progress_bar
 
@@ -17,7 +18,7 @@ REFRESH_PER_SECOND = 2  # a redraw costs the controller CPU that a fleet's devic
 @dataclass
 class Outcome:
     device: str
-    status: str  # "ok" | "failed"
+    status: Status
     error: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     kind: str | None = None  # a failure's DeviceError.kind: unreachable | security | device
@@ -47,13 +48,13 @@ def for_each(
         for future in as_completed(futures):
             device = futures[future]
             try:
-                outcomes[device.name] = Outcome(device.name, "ok", data=future.result())
+                outcomes[device.name] = Outcome(device.name, Status.OK, data=future.result())
             except DeviceError as exc:
-                outcomes[device.name] = Outcome(device.name, "failed", error=str(exc), kind=exc.kind)
+                outcomes[device.name] = Outcome(device.name, Status.FAILED, error=str(exc), kind=exc.kind)
             except BaseException:
                 for other in futures:
                     other.cancel()
                 raise
-            failed = sum(o.status == "failed" for o in outcomes.values())
+            failed = sum(o.status == Status.FAILED for o in outcomes.values())
             bar.update(task, advance=1, status=f"{failed} failed" if failed else "")
     return [outcomes[d.name] for d in devices]

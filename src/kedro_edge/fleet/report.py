@@ -5,6 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from kedro_edge.fleet.params import DeploymentParams
+from kedro_edge.fleet.records import (
+    COSTS,
+    WENT_WRONG,
+    BenchmarkReport,
+    Decision,
+    DeviceBenchmark,
+    DeviceEntry,
+    DeviceRelease,
+    ReleaseRecord,
+    RolloutOutcome,
+    Status,
+)
 
 FIGURES = (
     "runs",
@@ -21,78 +33,63 @@ FIGURES = (
 
 
 def release_record(
-    outcome: dict[str, Any], candidate: dict[str, Any], created: str, cfg: DeploymentParams
-) -> dict:
+    outcome: RolloutOutcome, candidate: dict[str, Any], created: str, cfg: DeploymentParams
+) -> ReleaseRecord:
     """release.json: verdict, candidate (sha256, DVC md5, git revision), waves, every decision."""
     devices = []
-    for entry in outcome["devices"]:
-        m = entry.get("measurement") or {}
+    for entry in outcome.devices:
+        m = entry.measurement or {}
         figures = {k: m[k] for k in FIGURES if k in m}
         if m.get("baseline"):
             figures["current_p50_ms"] = m["baseline"]["p50_ms"]
             figures["current_p90_ms"] = m["baseline"]["p90_ms"]
         if m.get("parity"):
             figures["parity"] = m["parity"]
-        devices.append({
-            "device": entry["device"], "group": entry["group"], "wave": entry.get("wave"),
-            "decision": entry["decision"], "reason": entry.get("reason") or entry.get("error"),
-            "failure": entry.get("failure"),
-            "previous_sha256": entry.get("before"), "active_after": entry.get("active_after"),
-            "gates": entry.get("gates", []), "figures": figures, "bytes_sent": entry.get("bytes_sent"),
-        })  # fmt: skip
-    previous = sorted({d["previous_sha256"] for d in devices if d["previous_sha256"]})
-    return {
-        "verdict": outcome["verdict"],
-        "rollout_id": outcome.get("rollout_id"),
-        "resumed": outcome.get("resumed", False),
-        "candidate": candidate,
-        "shipping": {**outcome.get("shipping", {}), "codec": cfg.codec},
-        "previous_sha256": previous[0] if len(previous) == 1 else (previous or None),  # None: first release
-        "created_utc": created,
-        "policy": {"waves": cfg.waves, "max_failure_percentage": cfg.max_failure_percentage,
-                   "unreachable_is_failure": cfg.unreachable_is_failure,
-                   "regression": cfg.regression.model_dump()},
-        "waves": outcome["waves"],
-        "devices": devices,
-    }  # fmt: skip
+        devices.append(DeviceRelease(
+            device=entry.device, group=entry.group, wave=entry.wave, decision=entry.decision,
+            reason=entry.reason or entry.error, failure=entry.failure,
+            previous_sha256=entry.before, active_after=entry.active_after,
+            gates=entry.gates or [], figures=figures, bytes_sent=entry.bytes_sent,
+        ))  # fmt: skip
+    previous = sorted({d.previous_sha256 for d in devices if d.previous_sha256})
+    return ReleaseRecord(
+        verdict=outcome.verdict, rollout_id=outcome.rollout_id, resumed=bool(outcome.resumed),
+        candidate=candidate, shipping={**outcome.shipping, "codec": cfg.codec},
+        previous_sha256=previous[0] if len(previous) == 1 else (previous or None),  # None: first release
+        created_utc=created,
+        policy={"waves": cfg.waves, "max_failure_percentage": cfg.max_failure_percentage,
+                "unreachable_is_failure": cfg.unreachable_is_failure,
+                "regression": cfg.regression.model_dump()},
+        waves=outcome.waves, devices=devices,
+    )  # fmt: skip
 
 
-def benchmarks(candidate: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
+def benchmarks(candidate: dict[str, Any], entries: list[DeviceEntry]) -> BenchmarkReport:
     """device_benchmarks.json: per device ``ok``/``failed``, latency figures, parity, device facts."""
     devices = []
     for entry in entries:
-        m = entry.get("measurement")
-        failed = m is None and entry["decision"] != "already active"
-        row = {
-            "device": entry["device"],
-            "group": entry["group"],
-            "status": "failed" if failed else "ok",
-            "error": entry.get("error") if failed else None,
-            "model_sha256": candidate["sha256"],
-        }
+        m = entry.measurement
+        failed = m is None and entry.decision != Decision.ALREADY_ACTIVE
+        row = DeviceBenchmark(
+            device=entry.device, group=entry.group, status=Status.FAILED if failed else Status.OK,
+            error=entry.error if failed else None, model_sha256=candidate["sha256"],
+        )  # fmt: skip
         if m:
-            row.update(
-                {k: m[k] for k in FIGURES},
-                parity=m["parity"],
-                facts=m["facts"],
-                samples_ms=m["samples_ms"],
-                providers=m["providers"],
-            )
+            row.update(**{k: m[k] for k in FIGURES}, parity=m["parity"], facts=m["facts"],
+                       samples_ms=m["samples_ms"], providers=m["providers"])  # fmt: skip
             if m.get("baseline"):
                 base = m["baseline"]
-                row["baseline"] = {k: base[k] for k in (*FIGURES[:-1], "samples_ms") if k in base}
-        for key in ("ssh_connections", "remote_commands", "bytes_sent"):
-            if key in entry:
-                row[key] = entry[key]
+                row.baseline = {k: base[k] for k in (*FIGURES[:-1], "samples_ms") if k in base}
+        row.update(**{key: getattr(entry, key) for key in COSTS if key in entry.model_fields_set})
         devices.append(row)
-    failed = sum(d["status"] == "failed" for d in devices)
-    return {"model": candidate, "devices": devices,
-            "summary": {"devices": len(devices), "ok": len(devices) - failed, "failed": failed}}  # fmt: skip
+    failed = sum(d.status == Status.FAILED for d in devices)
+    summary = {"devices": len(devices), "ok": len(devices) - failed, "failed": failed}
+    return BenchmarkReport(model=candidate, devices=devices, summary=summary)
 
 
 def one_line(record: dict[str, Any]) -> str:
     """Why the release did not go out, in one line naming the devices."""
-    bad = [d for d in record["devices"] if d["decision"] in ("refused", "failed", "rollback failed")]
+    bad = [d for d in record["devices"] if d["decision"] in WENT_WRONG]
     first = "; ".join(f"{d['device']}: {d['reason']}" for d in bad[:2]) + (" ..." if len(bad) > 2 else "")
     return (
         f"release {record['verdict']} ({record['candidate']['sha256'][:12]}): {first or 'see release.json'}"

@@ -36,10 +36,18 @@ from kedro_edge.fleet.connections import Connections
 from kedro_edge.fleet.inventory import Device, Fleet
 from kedro_edge.fleet.params import DeploymentParams
 from kedro_edge.fleet.pool import Outcome, for_each
+from kedro_edge.fleet.records import (
+    ON_CANDIDATE,
+    Decision,
+    DeviceEntry,
+    RolloutOutcome,
+    Status,
+    Verdict,
+    WaveOutcome,
+    WaveRecord,
+)
 from kedro_edge.fleet.ssh import Endpoint
 from kedro_edge.runtimes import onnxruntime as ort_host
-
-ON_CANDIDATE = ("activated", "already active")
 
 
 def plan_waves(devices: list[Device], waves: list[int | str]) -> list[list[Device]]:
@@ -75,9 +83,9 @@ class Rollout:
         root, trust = Path(fleet.root), cfg.trust_new_host_keys
         self.connections = Connections(root, trust, cfg.max_open_connections)
         self.by_name = {d.name: d for d in fleet.devices}  # the keeper renews by name
-        self.devices: dict[str, dict[str, Any]] = {}  # name -> record entry
+        self.devices: dict[str, DeviceEntry] = {}
         self.activated: list[Device] = []
-        self.waves: list[dict[str, Any]] = []  # what each wave did, for the record
+        self.waves: list[WaveRecord] = []  # what each wave did, for the record
         self.keeper = lease.Keeper(self._renew, cfg.lease_ttl / 3, workers=cfg.max_parallel)
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -108,7 +116,7 @@ class Rollout:
         outcomes = {o.device: o for o in for_each(devices, on, parallel, what)}
         if gives_back_lease:
             for name, o in outcomes.items():
-                if o.status == "ok":
+                if o.status == Status.OK:
                     self.keeper.drop(name)
         return outcomes
 
@@ -117,8 +125,10 @@ class Rollout:
         ok = []
         for d in devices:
             o = outcomes[d.name]
-            if o.status == "failed":
-                self.devices[d.name].update(decision="failed", error=o.error, reason=o.error, failure=o.kind)
+            if o.status == Status.FAILED:
+                self.devices[d.name].update(
+                    decision=Decision.FAILED, error=o.error, reason=o.error, failure=o.kind
+                )
             else:
                 ok.append((d, o.data))
         return ok
@@ -142,7 +152,7 @@ class Rollout:
 
     def _measure(self, d: Device, endpoint: Endpoint) -> dict:
         entry = self.devices[d.name]
-        baseline = entry["before"] if self.cfg.regression.enabled else None  # nothing would use it
+        baseline = entry.before if self.cfg.regression.enabled else None  # nothing would use it
         result = ops.benchmark(
             endpoint, self.candidate.sha256, self.fleet.groups[d.group],
             baseline=baseline, blocks=self.cfg.regression.blocks,
@@ -154,7 +164,7 @@ class Rollout:
         return result
 
     def _refuse(self, d: Device, endpoint: Endpoint) -> dict:
-        reason = self.devices[d.name]["reason"]
+        reason = self.devices[d.name].reason
         return ops.refuse(endpoint, self.candidate.sha256, self.lease, reason)
 
     def _release(self, d: Device, endpoint: Endpoint) -> dict:
@@ -171,11 +181,11 @@ class Rollout:
     def wave(self, number: int, wave: list[Device], last: bool) -> bool:
         """Install, measure, gate; activate the wave if it passes. False: the rollout must abort."""
         passed = self.prepare(number, wave)
-        if self.waves[-1]["failure_percentage"] > self.cfg.max_failure_percentage:
-            self.waves[-1]["outcome"] = "aborted"
+        if self.waves[-1].failure_percentage > self.cfg.max_failure_percentage:
+            self.waves[-1].outcome = WaveOutcome.ABORTED
             return False
         self.activate(number, passed, last)
-        self.waves[-1]["outcome"] = "passed"
+        self.waves[-1].outcome = WaveOutcome.PASSED
         return True
 
     def prepare(self, number: int, wave: list[Device]) -> list[Device]:
@@ -184,7 +194,7 @@ class Rollout:
         Returns the devices that passed every gate (still leased, the candidate installed)."""
         sha, cfg = self.candidate.sha256, self.cfg
         for d in wave:
-            self.devices[d.name] = {"device": d.name, "group": d.group, "wave": number, "decision": None}
+            self.devices[d.name] = DeviceEntry(device=d.name, group=d.group, wave=number, decision=None)
         what = "install and measure" if self._measure_when_shipped else "install"
         shipped = self._step(wave, self._ship, cfg.max_parallel, f"wave {number}: {what}")
         measure, already = [], []
@@ -192,14 +202,14 @@ class Rollout:
             entry = self.devices[d.name]
             entry.update(workdir=data["workdir"], before=data["current"], install=data["install"])
             if data["current"] == sha:  # done by an earlier (interrupted) run: skipped, and left
-                entry.update(decision="already active", before=data["previous"])  # as it is on abort
+                entry.update(decision=Decision.ALREADY_ACTIVE, before=data["previous"])  # as it is on abort
                 already.append(d)
             else:
                 measure.append(d)
         self._step(already, self._release, cfg.max_parallel, f"wave {number}: release leases", True)
         if self._measure_when_shipped:
             measured = {
-                d.name: Outcome(d.name, "ok", data=shipped[d.name].data["measurement"]) for d in measure
+                d.name: Outcome(d.name, Status.OK, data=shipped[d.name].data["measurement"]) for d in measure
             }
         else:
             measured = self._step(
@@ -210,57 +220,57 @@ class Rollout:
         for d, data in self._ok(measure, measured):
             entry = self.devices[d.name]
             results = device_gates.evaluate(data, self.fleet.groups[d.group].budgets, cfg.regression)
-            entry["measurement"] = data
-            entry["gates"] = [r.to_dict() for r in results]
             bad = [r for r in results if not r.passed]
-            entry["decision"] = "refused" if bad else "passed"
-            entry["reason"] = "; ".join(r.reason for r in bad) if bad else "all gates passed"
+            entry.update(
+                measurement=data, gates=[r.to_dict() for r in results],
+                decision=Decision.REFUSED if bad else Decision.PASSED,
+                reason="; ".join(r.reason for r in bad) if bad else "all gates passed",
+            )  # fmt: skip
             (refused if bad else passed).append(d)
         recorded = self._step(
             refused, self._refuse, cfg.max_parallel, f"wave {number}: record refusals", True
         )
         for d in refused:
-            if recorded[d.name].status == "failed":  # still refused; the lease lapses or is released below
-                self.devices[d.name]["record_error"] = recorded[d.name].error
+            if recorded[d.name].status == Status.FAILED:  # still refused; the lease lapses or is released
+                self.devices[d.name].record_error = recorded[d.name].error
         failures = [d.name for d in wave if counts_as_failure(self.devices[d.name], cfg)]
         self.waves.append(
-            {
-                "wave": number,
-                "devices": [d.name for d in wave],
-                "failed": failures,
-                "failure_percentage": 100 * len(failures) / len(wave),
-            }
+            WaveRecord(
+                wave=number,
+                devices=[d.name for d in wave],
+                failed=failures,
+                failure_percentage=100 * len(failures) / len(wave),
+            )
         )
         return passed
 
     def activate(self, number: int, passed: list[Device], last: bool) -> None:
         """Make the candidate current on ``passed``; the last wave gives their leases back too."""
         for d in passed:  # a task of a sharded release activates what another task installed
-            self.devices.setdefault(d.name, {"device": d.name, "group": d.group, "wave": number})
+            self.devices.setdefault(d.name, DeviceEntry(device=d.name, group=d.group, wave=number))
         activate = self._activator(last)
         activations = self._step(passed, activate, self.cfg.max_parallel, f"wave {number}: activate", last)
         for d, _ in self._ok(passed, activations):
-            self.devices[d.name]["decision"] = "activated"
+            self.devices[d.name].decision = Decision.ACTIVATED
             self.activated.append(d)
 
     def abort(self, wave: list[Device]) -> None:
         """Nothing of the aborted wave is activated; every device earlier waves of this run
         activated goes back. Devices a previous run already moved to the candidate stay."""
         for d in wave:
-            if self.devices[d.name]["decision"] == "passed":
-                self.devices[d.name].update(decision="not activated", reason="its wave was aborted")
+            if self.devices[d.name].decision == Decision.PASSED:
+                self.devices[d.name].update(decision=Decision.NOT_ACTIVATED, reason="its wave was aborted")
         self.roll_back(self.activated)
 
     def roll_back(self, devices: list[Device]) -> None:
         """Back to what each of ``devices`` ran before this rollout; their leases given back."""
         back = self._step(devices, self._roll_back, self.cfg.max_parallel, "roll back", True)
         for d in devices:
-            entry = self.devices.setdefault(d.name, {"device": d.name, "group": d.group})
-            if back[d.name].status == "ok":
-                entry["decision"] = "rolled back"
-                entry["active_after"] = back[d.name].data["current"]
+            entry = self.devices.setdefault(d.name, DeviceEntry(device=d.name, group=d.group))
+            if back[d.name].status == Status.OK:
+                entry.update(decision=Decision.ROLLED_BACK, active_after=back[d.name].data["current"])
             else:
-                entry.update(decision="rollback failed", error=back[d.name].error)
+                entry.update(decision=Decision.ROLLBACK_FAILED, error=back[d.name].error)
 
     def give_back_leases(self, devices: list[Device]) -> None:
         """Every lease of ``devices`` still held (failed, not activated, activated in an earlier
@@ -269,8 +279,8 @@ class Rollout:
         held = [d for d in devices if d.name in leased]
         outcomes = self._step(held, self._release, self.cfg.max_parallel, "release leases", True)
         for name, o in outcomes.items():
-            if o.status == "failed":
-                self.devices.setdefault(name, {"device": name})["lease_error"] = o.error  # it lapses
+            if o.status == Status.FAILED:
+                self.devices.setdefault(name, DeviceEntry(device=name)).lease_error = o.error  # it lapses
 
     @contextmanager
     def running(self) -> Iterator[Rollout]:
@@ -281,15 +291,13 @@ class Rollout:
         finally:
             self.connections.close()
 
-    def entries(self, devices: list[Device]) -> list[dict[str, Any]]:
+    def entries(self, devices: list[Device]) -> list[DeviceEntry]:
         """Each device's record entry, with what reaching it cost (connections, commands, bytes)."""
         out = []
         for d in devices:
-            entry = self.devices.get(d.name) or {
-                "device": d.name,
-                "group": d.group,
-                "decision": "not reached",
-            }
+            entry = self.devices.get(d.name)
+            if entry is None:
+                entry = DeviceEntry(device=d.name, group=d.group, decision=Decision.NOT_REACHED)
             endpoint = self.connections.endpoints.get(d.name)
             if endpoint is not None:
                 c = endpoint.counters
@@ -302,7 +310,7 @@ class Rollout:
     def controller(self) -> dict[str, int]:
         return {"connections_peak": self.connections.peak, "lease_renewals": self.keeper.renewals}
 
-    def run(self, devices: list[Device], on_wave: Callable[[int], None] | None = None) -> dict[str, Any]:
+    def run(self, devices: list[Device], on_wave: Callable[[int], None] | None = None) -> RolloutOutcome:
         plan = plan_waves(devices, self.cfg.waves)
         aborted = False
         with self.running():
@@ -319,11 +327,14 @@ class Rollout:
         waved = {d.name for w in plan for d in w}
         for d in devices:
             if d.name not in waved:
-                self.devices[d.name] = {"device": d.name, "group": d.group, "decision": "not in any wave"}
+                left_out = DeviceEntry(device=d.name, group=d.group, decision=Decision.NOT_IN_ANY_WAVE)
+                self.devices[d.name] = left_out
         entries = self.entries(devices)
-        return {"verdict": verdict(entries, aborted, bool(self.activated)), "rollout_id": self.lease.id,
-                "shipping": shipping(self.candidate), "waves": self.waves, "controller": self.controller(),
-                "devices": entries}  # fmt: skip
+        return RolloutOutcome(
+            verdict=verdict(entries, aborted, bool(self.activated)), rollout_id=self.lease.id,
+            shipping=shipping(self.candidate), waves=self.waves, controller=self.controller(),
+            devices=entries,
+        )  # fmt: skip
 
 
 def shipping(c: Candidate) -> dict[str, Any]:
@@ -332,21 +343,21 @@ def shipping(c: Candidate) -> dict[str, Any]:
             "shipped_bytes": c.shipped_bytes, "wire": list(c.wire)}  # fmt: skip
 
 
-def counts_as_failure(entry: dict[str, Any], cfg: DeploymentParams) -> bool:
+def counts_as_failure(entry: DeviceEntry, cfg: DeploymentParams) -> bool:
     """A device's outcome counts against its wave's ``max_failure_percentage``."""
-    if entry["decision"] == "refused":
+    if entry.decision == Decision.REFUSED:
         return True
-    if entry["decision"] != "failed":
+    if entry.decision != Decision.FAILED:
         return False
-    return cfg.unreachable_is_failure or entry.get("failure") != "unreachable"
+    return cfg.unreachable_is_failure or entry.failure != "unreachable"
 
 
-def verdict(entries: list[dict[str, Any]], aborted: bool, undid_activations: bool) -> str:
+def verdict(entries: list[DeviceEntry], aborted: bool, undid_activations: bool) -> Verdict:
     """``released`` only if every targeted device ended on the candidate."""
     if aborted:
-        return "rolled_back" if undid_activations else "blocked"
-    on = sum(e["decision"] in ON_CANDIDATE for e in entries)
-    return "released" if on == len(entries) else "partial" if on else "blocked"
+        return Verdict.ROLLED_BACK if undid_activations else Verdict.BLOCKED
+    on = sum(e.decision in ON_CANDIDATE for e in entries)
+    return Verdict.RELEASED if on == len(entries) else Verdict.PARTIAL if on else Verdict.BLOCKED
 
 
 def staged_rollout(
@@ -356,7 +367,7 @@ def staged_rollout(
     cfg: DeploymentParams,
     devices: list[Device] | None = None,
     on_wave: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
+) -> RolloutOutcome:
     """Roll ``candidate`` out in waves; returns the verdict, each wave and each device's decision.
 
     ``on_wave(n)`` is called after wave ``n`` is activated (progress reporting; tests use it to
@@ -366,5 +377,5 @@ def staged_rollout(
         record = Rollout(fleet, candidate, reference, cfg, rollout_id).run(
             fleet.devices if devices is None else devices, on_wave
         )
-        record["resumed"] = resumed
+        record.resumed = resumed
         return record

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,9 +13,11 @@ from kedro_edge import config, data
 from kedro_edge.errors import GateError
 from kedro_edge.evaluation import plots
 from kedro_edge.fleet import report, shard
-from kedro_edge.fleet.candidate import Candidate, temporary_folder
+from kedro_edge.fleet.candidate import temporary_folder
 from kedro_edge.fleet.inventory import Fleet
+from kedro_edge.fleet.records import ReleaseRecord, RolloutOutcome, Verdict
 from kedro_edge.fleet.rollout import staged_rollout
+from kedro_edge.fleet.spec import ReleaseSpec
 from kedro_edge.io.fleet import ModelFile
 from kedro_edge.runtimes import onnxruntime as ort_host
 
@@ -38,8 +38,8 @@ def release_to_fleet(
         return skipped(model_file.version)
     spec = release_spec(model_file, validated, fleet, model_input, cfg)
     with temporary_folder() as tmp:
-        candidate = spec_candidate(spec, Path(tmp))
-        outcome = staged_rollout(fleet, candidate, spec["reference"], cfg, fleet.select(spec["devices"]))
+        candidate = spec.candidate(Path(tmp))
+        outcome = staged_rollout(fleet, candidate, spec.reference, cfg, fleet.select(spec.devices))
     return release_reports(outcome, spec, cfg)
 
 
@@ -49,9 +49,9 @@ def release_spec(
     fleet: Fleet,
     model_input: dict[str, np.ndarray],
     cfg: config.DeploymentParams,
-) -> dict[str, Any]:
-    """What a release ships, to whom and what the device's outputs must match, as plain data
-    (a sharded release hands it to every task)."""
+) -> ReleaseSpec:
+    """What a release ships, to whom and what the device's outputs must match (a sharded
+    release hands it to every task)."""
     version = model_file.version
     validated_sha = (validated.get("model") or {}).get("sha256")
     if validated_sha != version["sha256"]:
@@ -61,28 +61,13 @@ def release_spec(
         )
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     parity_inputs = data.Splits(model_input).x("test")[: cfg.parity_samples]
-    return {
-        "model": model_file.data, "version": version, "created_utc": now, "codec": cfg.codec,
-        "manifest": {"model": version, "validation": validated.get("figures"), "created_utc": now},
-        "parity": parity_inputs,
-        "reference": ort_host.ort_predict(ort_host.session(model_file.data), parity_inputs),
-        "devices": [d.name for d in fleet.select(cfg.devices, cfg.group)],
-    }  # fmt: skip
-
-
-def spec_candidate(spec: dict[str, Any], folder: Path) -> Candidate:
-    """The spec's candidate files in ``folder`` (the same bytes, so the same sha256, in every task)."""
-    return Candidate.prepare(spec["model"], spec["manifest"], spec["parity"], folder, spec["codec"])
-
-
-@contextmanager
-def shard_release(plan: dict[str, Any]) -> Iterator[shard.Release]:
-    """One task's view of a sharded release (``sharded_release_plan``): the candidate's files
-    made again in a temporary folder, the same bytes in every task."""
-    with temporary_folder() as tmp:
-        candidate = spec_candidate(plan["spec"], Path(tmp))
-        spec = plan["spec"]
-        yield shard.Release(plan["fleet"], candidate, spec["reference"], plan["cfg"], plan["rollout_id"])
+    return ReleaseSpec(
+        model=model_file.data, version=version, created_utc=now, codec=cfg.codec,
+        manifest={"model": version, "validation": validated.get("figures"), "created_utc": now},
+        parity=parity_inputs,
+        reference=ort_host.ort_predict(ort_host.session(model_file.data), parity_inputs),
+        devices=[d.name for d in fleet.select(cfg.devices, cfg.group)],
+    )  # fmt: skip
 
 
 def sharded_release_plan(
@@ -92,39 +77,38 @@ def sharded_release_plan(
     model_input: dict[str, np.ndarray],
     deployment: dict,
     rollout_id: str,
-) -> dict[str, Any] | None:
-    """Everything the tasks of a sharded release share, as plain data: the release spec, the
-    fleet, the parsed parameters, the rollout id and each wave's batches; None when deployment
-    is off."""
+) -> shard.ShardPlan | None:
+    """Everything the tasks of a sharded release share: the release spec, the fleet, the parsed
+    parameters, the rollout id and each wave's batches; None when deployment is off."""
     cfg = config.parse(config.DeploymentParams, deployment, "deployment")
     if not cfg.enabled:
         return None
     spec = release_spec(model_file, validated, fleet, model_input, cfg)
-    batches = shard.plan(fleet, spec["devices"], cfg.waves, cfg.shard_size)
-    return {"spec": spec, "fleet": fleet, "cfg": cfg, "rollout_id": rollout_id, "batches": batches}
+    batches = shard.plan(fleet, spec.devices, cfg.waves, cfg.shard_size)
+    return shard.ShardPlan(spec, fleet, cfg, rollout_id, batches)
 
 
 def sharded_release_reports(
-    plan: dict[str, Any], state: dict[str, Any], closed: list[dict[str, Any]]
+    plan: shard.ShardPlan, state: shard.ShardState, closed: list[shard.BatchResult]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """release.json and the benchmark report of a sharded release: its tasks' results merged."""
-    with shard_release(plan) as release:
-        outcome = shard.merge(release, plan["spec"]["devices"], state["waves"], state["results"] + closed)
-    return release_reports(outcome, plan["spec"], plan["cfg"])
+    with plan.release() as release:
+        outcome = shard.merge(release, plan.spec.devices, state.waves, state.results + closed)
+    return release_reports(outcome, plan.spec, plan.cfg)
 
 
 def skipped(version: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    record = {"verdict": "skipped", "candidate": version, "created_utc": now, "waves": [], "devices": []}
-    return record, report.benchmarks(version, [])
+    record = ReleaseRecord(verdict=Verdict.SKIPPED, candidate=version, created_utc=now, waves=[], devices=[])
+    return record.to_json(), report.benchmarks(version, []).to_json()
 
 
 def release_reports(
-    outcome: dict[str, Any], spec: dict[str, Any], cfg: config.DeploymentParams
+    outcome: RolloutOutcome, spec: ReleaseSpec, cfg: config.DeploymentParams
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """release.json and the per-device benchmark report of a rollout's outcome."""
-    record = report.release_record(outcome, spec["version"], spec["created_utc"], cfg)
-    return record, report.benchmarks(spec["version"], outcome["devices"])
+    record = report.release_record(outcome, spec.version, spec.created_utc, cfg)
+    return record.to_json(), report.benchmarks(spec.version, outcome.devices).to_json()
 
 
 def plot_device_latency(benchmarks: dict[str, Any]) -> Figure:
@@ -137,5 +121,5 @@ def release_markdown(record: dict[str, Any]) -> str:
 
 def enforce_release(record: dict[str, Any], *_written: Any) -> None:
     """Fail the run with one line unless the release went out everywhere (after the reports are saved)."""
-    if record["verdict"] not in ("released", "skipped"):
+    if record["verdict"] not in (Verdict.RELEASED, Verdict.SKIPPED):
         raise GateError(report.one_line(record))
