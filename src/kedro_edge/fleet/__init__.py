@@ -11,7 +11,7 @@
     records.py     decisions and verdicts (enums); device entries, waves, release.json as records
     spec.py        a release spec: the model, its parity batch and reference outputs, the targets
     shard.py       one release as batches of tasks: the plan, each task's result, the state between
-    gates.py       per-device budgets, parity and the no-regression gate
+    device_gates.py per-device budgets, parity and the no-regression gate
     commands.py    outside a rollout: survey, trust, rollback
     report.py      release.json, device_benchmarks.json, release.md
 
