@@ -82,3 +82,21 @@ def test_no_document_points_at_a_file_or_name_the_repository_does_not_have():
             if not resolves(name):
                 stale.append(f"{doc.relative_to(ROOT)}: {name}")
     assert not stale, stale
+
+
+def test_the_readme_layout_names_every_module_of_the_plugin():
+    """Each package of src/kedro_edge has a row in README's Layout naming exactly its modules."""
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout\n") : text.index("## Benchmarks\n")]
+    package = ROOT / "src" / "kedro_edge"
+    rows = {}
+    for line in layout.splitlines():
+        cells = line.split(" | ")
+        m = re.match(r"\| `(\w+)/`(?: \|)?$|\| `src/kedro_edge/` root$", cells[0])
+        if m and (m.group(1) is None or (package / m.group(1) / "__init__.py").exists()):
+            rows[m.group(1) or ""] = set(re.findall(r"`(\w+\.py)`", cells[1]))
+    folders = {p.parent.name for p in package.glob("*/__init__.py")}
+    assert set(rows) == folders | {""}
+    for folder, named in rows.items():
+        modules = {p.name for p in (package / folder).glob("*.py")} - {"__init__.py"}
+        assert named == modules, f"README Layout, {folder or 'root'}: {named ^ modules}"
