@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 
 from kedro_edge.errors import RecordError
 from kedro_edge.evaluation.records import CompressionMetrics, FindingKind, StageFigures
 from kedro_edge.nodes.validation import stage_table
+from tests.pipelines.project import ROOT
 
-REPORTS = Path(__file__).parents[1] / "data" / "08_reporting"
+REPORTS = ROOT / "data" / "08_reporting"
 
 
 def _committed(name: str) -> dict:
