@@ -14,6 +14,9 @@ from kedro_edge.config import TrainParams
 from kedro_edge.data import Splits, load_digits_arrays, split_arrays
 from kedro_edge.models import ResidualCNN
 from kedro_edge.models.training import fit
+from tests import torchvision_shim
+
+torchvision_shim.install()  # the real torchvision and timm models run in the tests
 
 TINY_WIDTHS = (8, 16)
 

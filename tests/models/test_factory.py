@@ -24,7 +24,9 @@ def test_any_module_by_import_path_with_kwargs():
     [
         ("no_such_package.Model", "cannot import 'no_such_package.Model'"),
         ("kedro_edge.models.NoSuchModel", "cannot import"),
-        ("kedro_edge.models.build_model", "is not a torch.nn.Module class"),
+        ("kedro_edge.data.SPLITS", "is neither a torch.nn.Module class nor a function returning one"),
+        ("kedro_edge.data.Splits", "is neither a torch.nn.Module class nor a function returning one"),
+        ("builtins.dict", "is neither a torch.nn.Module class"),
     ],
 )
 def test_unimportable_model_names_the_key(path, message):
@@ -36,3 +38,38 @@ def test_unimportable_model_names_the_key(path, message):
 def test_bad_kwargs_name_the_key():
     with pytest.raises(ConfigError, match=r"model\.kwargs.*unexpected keyword"):
         build_model(ModelSpec(kwargs={"depth": 3}), (1, 1, 8, 8), 10)
+
+
+def test_a_function_returning_something_else_names_the_key():
+    with pytest.raises(ConfigError, match=r"model\.class_path.*returned a list, not a torch.nn.Module"):
+        build_model(ModelSpec(class_path="tests.models.builders.not_a_module"), (1, 4), 2)
+
+
+def test_a_function_returning_a_module_gets_the_data_filled_in():
+    spec = ModelSpec(class_path="tests.models.builders.tiny_net", kwargs={"hidden": 3})
+    model = build_model(spec, (1, 2, 8, 8), 5)
+    assert model(torch.zeros(1, 2, 8, 8)).shape == (1, 5)  # in_channels=2 and num_classes=5 filled
+
+
+def test_a_builder_taking_kwargs_gets_num_classes_only():
+    # torchvision's builders: (*, weights=None, progress=True, **kwargs) -> the architecture
+    model = build_model(ModelSpec(class_path="tests.models.builders.passes_on"), (1, 1, 8, 8), 4)
+    assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 4)
+
+
+def test_torchvision_builders_take_num_classes_from_the_data():
+    spec = ModelSpec(class_path="torchvision.models.mobilenet_v3_small")
+    model = build_model(spec, (1, 3, 32, 32), 10)
+    assert model.classifier[-1].out_features == 10  # not ImageNet's 1000
+
+
+def test_timm_create_model_takes_the_name_in_kwargs_and_the_channels_from_the_data():
+    spec = ModelSpec(class_path="timm.create_model", kwargs={"model_name": "resnet10t"})
+    model = build_model(spec, (1, 1, 32, 32), 7)
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 7)  # in_chans=1 and num_classes=7 filled
+
+
+def test_an_architecture_for_other_channels_names_the_key_and_the_shape():
+    spec = ModelSpec(class_path="torchvision.models.resnet18")  # 3 channels; the data has 1
+    with pytest.raises(ConfigError, match=r"parameter 'model': torchvision.models.resnet18 cannot take inputs of shape \(1, 1, 32, 32\)"):
+        build_model(spec, (1, 1, 32, 32), 10)

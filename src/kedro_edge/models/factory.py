@@ -1,6 +1,7 @@
 """A factory for any ``nn.Module`` from an import path.
 
-``build_model`` takes a class by import path (``package.module.Class``) with keyword
+``build_model`` takes a class or a function returning a module by import path
+(``package.module.Class``, ``torchvision.models.resnet18``, ``timm.create_model``) with keyword
 arguments from parameters, so a user's own architecture needs no code in this package.
 """
 
@@ -11,7 +12,7 @@ import inspect
 import math
 import sysconfig
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,15 @@ from kedro_edge.schema import Strict
 
 
 class ModelSpec(Strict):
-    """A ``torch.nn.Module`` class by import path, with constructor keyword arguments."""
+    """A ``torch.nn.Module`` class, or a function returning one, by import path, with its
+    keyword arguments."""
 
     class_path: str = "kedro_edge.models.ResidualCNN"
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-def import_class(path: str, key: str) -> type:
-    """Import ``package.module.Class``; a ``ConfigError`` naming ``key`` if that fails.
+def import_class(path: str, key: str) -> Callable[..., Any]:
+    """Import ``package.module.Class`` (or a function); a ``ConfigError`` naming ``key`` if that fails.
 
     A module that does not exist: "cannot import". A module that exists but fails while
     importing (a syntax error, a missing dependency, any exception it raises) is the user's
@@ -49,8 +51,10 @@ def import_class(path: str, key: str) -> type:
     cls = getattr(module, attr, None)
     if cls is None:
         raise ConfigError(f"parameter '{key}': cannot import '{path}' (no '{attr}' in {module_name})")
-    if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
-        raise ConfigError(f"parameter '{key}': '{path}' is not a torch.nn.Module class")
+    if not callable(cls) or (inspect.isclass(cls) and not issubclass(cls, nn.Module)):
+        raise ConfigError(
+            f"parameter '{key}': '{path}' is neither a torch.nn.Module class nor a function returning one"
+        )
     return cls
 
 
@@ -113,7 +117,26 @@ def data_kwargs(input_shape: Sequence[int], num_classes: int) -> dict[str, Any]:
     }
     if len(shape) >= 3:  # (1, C, ...): channels only mean something for images and sequences
         filled["in_channels"] = shape[1]
+        filled["in_chans"] = shape[1]  # timm's name
     return filled
+
+
+def _filled(factory: Callable[..., Any], data: dict[str, Any]) -> dict[str, Any]:
+    """The data's values ``factory`` takes: by name, or, through ``**kwargs``, ``num_classes``
+    (torchvision's and timm's builders hand it to the architecture) and, for timm, ``in_chans``."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: fill nothing
+        return {}
+    named = {k: v for k, v in data.items() if k in params}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        passed_on = ["num_classes"] + (["in_chans"] if _from_timm(factory) else [])
+        named.update({k: data[k] for k in passed_on if k in data and k not in named})
+    return named
+
+
+def _from_timm(factory: Callable[..., Any]) -> bool:
+    return (getattr(factory, "__module__", "") or "").split(".")[0] == "timm"
 
 
 def build_model(
@@ -121,20 +144,25 @@ def build_model(
 ) -> nn.Module:
     """Instantiate ``spec`` for data of ``input_shape`` (with a batch axis of 1).
 
-    ``num_classes``, ``in_channels``, ``in_features`` and ``input_shape`` are filled in when
-    the class takes them and the parameters don't set them. The new model then runs one
-    zero sample, so a model that cannot take this data fails here, naming ``key``.
+    ``num_classes``, ``in_channels`` (timm: ``in_chans``), ``in_features`` and ``input_shape``
+    are filled in when the class or function takes them and the parameters don't set them. The
+    new model then runs one zero sample, so a model that cannot take this data fails here,
+    naming ``key``.
     """
-    cls = import_class(spec.class_path, f"{key}.class_path")
+    factory = import_class(spec.class_path, f"{key}.class_path")
     kwargs = dict(spec.kwargs)
-    accepted = inspect.signature(cls).parameters
-    for name, value in data_kwargs(input_shape, num_classes).items():
-        if name in accepted and name not in kwargs:
-            kwargs[name] = value
+    for name, value in _filled(factory, data_kwargs(input_shape, num_classes)).items():
+        kwargs.setdefault(name, value)
     try:
-        model = cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"parameter '{key}.kwargs': {spec.class_path}: {exc}") from None
+        model = factory(**kwargs)
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"parameter '{key}.kwargs': {spec.class_path}: {first}") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"parameter '{key}.class_path': {spec.class_path} returned a {type(model).__name__},"
+            " not a torch.nn.Module"
+        )
     _probe(model, tuple(input_shape), spec.class_path, key)
     return model
 
