@@ -400,7 +400,7 @@ def phase(name: str, timings: dict[str, float]) -> Iterator[None]:
 
 def get_teacher(model_input: dict[str, np.ndarray], params: dict, reuse: Path | None) -> nn.Module:
     if reuse is None:
-        return nodes.train_teacher(model_input, params["model"], params["training"])
+        return nodes.train_teacher(model_input, params["model"], params["training"])[0]
     teacher = TorchModuleDataset(str(reuse)).load()
     with torch.no_grad():  # fail here, not mid-benchmark, if it does not fit the data
         teacher(data.Splits(model_input).example())

@@ -23,6 +23,7 @@ from kedro_edge.evaluation.params import ValidationParams
 from kedro_edge.evaluation.robustness import RobustnessParams
 from kedro_edge.fleet.params import DeploymentParams, RegressionParams, Wave
 from kedro_edge.models.factory import ModelSpec
+from kedro_edge.models.sources import TeacherSpec
 from kedro_edge.models.training import TrainParams
 from kedro_edge.runtimes.onnx_export import ExportParams
 from kedro_edge.runtimes.timing import TimingSpec
@@ -51,6 +52,7 @@ __all__ = [
     "TrainParams",
     "ValidationParams",
     "Wave",
+    "TeacherSpec",
     "SECTIONS",
     "Sources",
     "Strict",
@@ -60,7 +62,7 @@ __all__ = [
 
 _MODELS: dict[str, type[BaseModel]] = {
     "data": DataParams,
-    "model": ModelSpec,
+    "model": TeacherSpec,
     "training": TrainParams,
     "compression": CompressionParams,
     "validation": ValidationParams,

@@ -114,7 +114,7 @@ class EdgeHooks:
         specs = []
         if "params:model" in inputs:
             model = catalog.get("params:model").load()  # not catalog.load: no "Loading data" log line
-            specs.append((config.parse(config.ModelSpec, model, "model"), "model"))
+            specs.append((config.parse(config.TeacherSpec, model, "model"), "model"))
         if "params:compression" in inputs:
             compression = catalog.get("params:compression").load()
             distill = config.parse(config.CompressionParams, compression, "compression").distill

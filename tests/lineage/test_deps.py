@@ -63,3 +63,21 @@ def test_every_stage_of_dvc_yaml_covers_the_code_its_kedro_run_runs():
     assert "src/kedro_edge/models/cnn.py" in found["validation"]["code"]  # unpickles the modules
     assert "src/kedro_edge/search/study.py" in found["search"]["code"]
     assert "src/kedro_edge/search/study.py" not in found["compression"]["code"]
+
+
+def test_a_users_teacher_file_is_a_dep_of_the_stage_that_loads_it(tmp_path):
+    import shutil
+
+    import yaml
+
+    for name in ("dvc.yaml", "conf/base/catalog.yml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "src", tmp_path / "src")
+    shutil.copytree(ROOT / "pipelines", tmp_path / "pipelines")
+    params = yaml.safe_load((ROOT / "conf/base/parameters_training.yml").read_text())
+    params["model"]["checkpoint"] = "data/01_raw/user_teacher.pth"
+    (tmp_path / "conf/base/parameters_training.yml").write_text(yaml.safe_dump(params))
+    found = check(tmp_path, register_pipelines())
+    assert found["training"]["missing"] == ["data/01_raw/user_teacher.pth"]  # dvc.yaml must list it
+    assert "data/01_raw/user_teacher.pth" not in found["compression"]["code"]  # reads teacher.pt

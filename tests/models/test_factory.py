@@ -71,5 +71,6 @@ def test_timm_create_model_takes_the_name_in_kwargs_and_the_channels_from_the_da
 
 def test_an_architecture_for_other_channels_names_the_key_and_the_shape():
     spec = ModelSpec(class_path="torchvision.models.resnet18")  # 3 channels; the data has 1
-    with pytest.raises(ConfigError, match=r"parameter 'model': torchvision.models.resnet18 cannot take inputs of shape \(1, 1, 32, 32\)"):
+    expected = r"parameter 'model': torchvision.models.resnet18 cannot take inputs of shape \(1, 1, 32, 32\)"
+    with pytest.raises(ConfigError, match=expected):
         build_model(spec, (1, 1, 32, 32), 10)

@@ -3,7 +3,8 @@
 A stage's ``cmd`` (``kedro run --pipelines=... [--to-outputs=...] [--from-inputs=...]``) names
 the nodes it runs. Their modules, followed through every ``import`` (function-level ones too),
 plus the project's settings and hooks, the catalog datasets those nodes read and write, and the
-model classes the parameters name by import path, are the project files a stage depends on.
+model classes the parameters name by import path, and a teacher file (``model.checkpoint``) are
+the project files a stage depends on.
 ``dvc.yaml`` must cover each of them (the file, or a folder holding it), or DVC would reuse a
 stage's outputs after an edit to code it ran.
 
@@ -129,6 +130,13 @@ def _class_paths(value: Any) -> Iterable[str]:
             yield from _class_paths(item)
 
 
+def _teacher_files(tree: Any) -> Iterable[Path]:
+    """The file of a teacher the user trained (``model.checkpoint``): its stage reads it."""
+    model = tree.get("model") if isinstance(tree, dict) else None
+    if isinstance(model, dict) and isinstance(model.get("checkpoint"), str):
+        yield Path(model["checkpoint"])
+
+
 def stage_code(project: Project, cmd: str, pipelines: Mapping[str, Any]) -> set[Path]:
     """The project files the ``kedro run`` of ``cmd`` runs; ``pipelines`` is the project's registry."""
     options = _run_options(cmd)
@@ -144,9 +152,13 @@ def stage_code(project: Project, cmd: str, pipelines: Mapping[str, Any]) -> set[
         entry = catalog.get(name)
         if isinstance(entry, dict) and isinstance(entry.get("type"), str):
             modules.add(entry["type"].rpartition(".")[0])
+    teacher_files: set[Path] = set()
     for params in sorted((project.root / "conf/base").glob("parameters*.yml")):
-        modules.update(_class_paths(yaml.safe_load(params.read_text())))
-    files = closure(project, modules)
+        tree = yaml.safe_load(params.read_text())
+        modules.update(_class_paths(tree))
+        if "params:model" in pipe.inputs():
+            teacher_files.update(_teacher_files(tree))
+    files = closure(project, modules) | teacher_files
     files.update(p for p in (Path("pipelines/pipeline_registry.py"),) if (project.root / p).is_file())
     for name in names:  # the pipeline definitions themselves (not followed: they import every node)
         folder = Path("pipelines", name)

@@ -24,6 +24,10 @@ def render(found: dict[str, Any], console: Console) -> None:
         console.print(
             f"  built at git {_short(version.get('git_rev'))}, dirty: {dirty}; md5 {version.get('md5')}"
         )
+        teacher = version.get("teacher")
+        if teacher:
+            where = f" {teacher['path']} sha256 {teacher['sha256']}" if teacher.get("path") else ""
+            console.print(f"  teacher: {teacher['kind']}{where}")
         overrides = version.get("local_overrides") or []
         console.print(f"  conf/local overrides in force: {', '.join(overrides) if overrides else 'none'}")
     else:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
 
 from kedro_edge import config, data
 from kedro_edge.errors import DataError
-from kedro_edge.models import build_model
+from kedro_edge.models import build_model, sources
 from kedro_edge.models.training import fit
 
 
@@ -30,22 +33,38 @@ def split_dataset(raw: dict[str, np.ndarray], params: dict) -> dict[str, np.ndar
     return data.split_arrays(images, labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.image_size)
 
 
-def train_teacher(model_input: dict[str, np.ndarray], model: dict, training: dict) -> nn.Module:
-    """Train the FP32 teacher with early stopping on validation accuracy."""
-    spec = config.parse(config.ModelSpec, model, "model")
+def train_teacher(
+    model_input: dict[str, np.ndarray], model: dict, training: dict
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The FP32 teacher and where it came from (``TeacherSource`` as JSON).
+
+    With ``model.checkpoint`` the user's trained model is loaded and evaluated as it is
+    (fine-tuned for ``model.finetune_epochs`` if set); else it is trained from ``class_path``
+    with early stopping on validation accuracy.
+    """
+    spec = config.parse(config.TeacherSpec, model, "model")
     cfg = config.parse(config.TrainParams, training, "training")
     splits = data.Splits(model_input)
     torch.manual_seed(cfg.seed)  # the initial weights are part of the reproducible run
-    teacher = build_model(spec, splits.input_shape, splits.num_classes)
-    fit(
-        teacher,
-        splits,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        patience=cfg.patience,
-        seed=cfg.seed,
-        description="train teacher",
-    )
-    return teacher
+    if spec.checkpoint is not None:
+        path = Path(spec.checkpoint)
+        teacher, kind = sources.load_checkpoint(spec, path, splits.input_shape, splits.num_classes)
+        source = sources.TeacherSource(kind=kind, path=spec.checkpoint, sha256=sources.sha256_of(path))
+        epochs, description = spec.finetune_epochs, "fine-tune teacher"
+    else:
+        teacher = build_model(spec, splits.input_shape, splits.num_classes)
+        source = sources.TeacherSource(kind=sources.SourceKind.TRAINED)
+        epochs, description = cfg.epochs, "train teacher"
+    if epochs:
+        fit(
+            teacher,
+            splits,
+            epochs=epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            patience=cfg.patience,
+            seed=cfg.seed,
+            description=description,
+        )
+    return teacher.eval(), source.to_json()

@@ -17,6 +17,7 @@ from kedro_edge.evaluation import report as compare_stages
 from kedro_edge.evaluation import stage as stage_eval
 from kedro_edge.evaluation.records import CompressionMetrics
 from kedro_edge.io.fleet import ModelFile
+from kedro_edge.models.sources import TeacherSource
 from kedro_edge.runtimes import onnx_export
 
 log = logging.getLogger(__name__)
@@ -91,13 +92,17 @@ def stage_table(metrics: dict) -> list[dict[str, Any]]:
     return rows
 
 
-def enforce_gates(metrics: dict, model_file: ModelFile, *_written: Any) -> dict[str, Any]:
+def enforce_gates(
+    metrics: dict, model_file: ModelFile, teacher_source: dict[str, Any], *_written: Any
+) -> dict[str, Any]:
     """Fail the run with one line if a gate refused; else the record that this model passed.
 
     Runs after the figures are saved. The record names the model by sha256, so deployment
-    can refuse a model.onnx that is not the one validated.
+    can refuse a model.onnx that is not the one validated, and the teacher it came from
+    (trained here, or the user's file by sha256).
     """
     m = CompressionMetrics.from_json(metrics)
     gates.enforce(m.gates)
-    return {"passed": True, "model": model_file.version, "figures": m.final.to_json(),
+    teacher = TeacherSource.model_validate(teacher_source).to_json()
+    return {"passed": True, "model": {**model_file.version, "teacher": teacher}, "figures": m.final.to_json(),
             "gates": [g.to_dict() for g in m.gates]}  # fmt: skip

@@ -1,4 +1,4 @@
-"""Training pipeline: raw images -> seeded splits -> FP32 teacher."""
+"""Training pipeline: raw images -> seeded splits -> FP32 teacher (trained, or the user's loaded)."""
 
 from kedro.pipeline import Pipeline, node
 
@@ -13,7 +13,7 @@ def create_training_pipeline(**kwargs) -> Pipeline:
             node(
                 nodes.train_teacher,
                 ["model_input", "params:model", "params:training"],
-                REFERENCE_MODULE,
+                [REFERENCE_MODULE, "teacher_source"],
                 name="train_teacher",
             ),
         ]

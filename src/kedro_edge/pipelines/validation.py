@@ -29,7 +29,13 @@ def create_validation_pipeline(**kwargs) -> Pipeline:
             # the reports are inputs only so that the gates run after every figure is saved
             node(
                 nodes.enforce_gates,
-                ["compression_metrics", "model_file", "compression_plot", "compression_stages"],
+                [
+                    "compression_metrics",
+                    "model_file",
+                    "teacher_source",
+                    "compression_plot",
+                    "compression_stages",
+                ],
                 "validated_model",
                 name="enforce_gates",
             ),
