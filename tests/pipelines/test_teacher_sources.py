@@ -12,9 +12,14 @@ import yaml
 from tests.pipelines.project import TINY, copy_project, kedro, sha
 
 
-def _use_checkpoint(dest: Path, checkpoint: str, **extra) -> None:
-    model = {**TINY["parameters_training.yml"]["model"], "checkpoint": checkpoint, **extra}
-    (dest / "conf" / "local" / "parameters_training.yml").write_text(yaml.safe_dump({"model": model}))
+def _use_checkpoint(dest: Path, checkpoint: str, contract: dict | None = None, **extra) -> None:
+    """conf/local: the model from ``checkpoint``, and its input contract (pixels / 255 as they are)."""
+    base = TINY["parameters_training.yml"]
+    model = {**base["model"], "checkpoint": checkpoint, **extra}
+    data = {**base["data"], "preprocessing": contract}
+    (dest / "conf" / "local" / "parameters_training.yml").write_text(
+        yaml.safe_dump({"model": model, "data": data})
+    )
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -26,7 +31,7 @@ def test_a_users_checkpoint_is_evaluated_not_retrained(project, tmp_path):
     dest = copy_project(tmp_path)
     weights = {f"module.{k}": v for k, v in trained.state_dict().items()}  # as DataParallel saves them
     torch.save({"epoch": 3, "state_dict": weights}, dest / "user.pth")
-    _use_checkpoint(dest, "user.pth")
+    _use_checkpoint(dest, "user.pth", contract={})
 
     result = kedro(dest, "run")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -49,7 +54,7 @@ def test_a_users_checkpoint_is_evaluated_not_retrained(project, tmp_path):
 def test_a_whole_saved_module_and_fine_tuning(project, tmp_path):
     dest = copy_project(tmp_path)
     shutil.copy(project / "data/06_models/teacher.pt", dest / "whole.pt")
-    _use_checkpoint(dest, "whole.pt", finetune_epochs=1)
+    _use_checkpoint(dest, "whole.pt", contract={}, finetune_epochs=1)
 
     result = kedro(dest, "run", "--pipelines", "training")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -66,7 +71,7 @@ def test_a_checkpoint_of_another_architecture_stops_in_one_line_and_keeps_the_te
     shutil.copy(project / "data/06_models/teacher.pt", good)
     other = {k: v for k, v in _weights(good).items() if not k.startswith("classifier")}
     torch.save(other, dest / "headless.pth")
-    _use_checkpoint(dest, "headless.pth")
+    _use_checkpoint(dest, "headless.pth", contract={})
 
     result = kedro(dest, "run", "--pipelines", "training")
     assert result.returncode != 0
@@ -77,3 +82,16 @@ def test_a_checkpoint_of_another_architecture_stops_in_one_line_and_keeps_the_te
         "kedro_edge.models.ResidualCNN: missing classifier.weight, classifier.bias, unexpected none"
     ), errors[0]
     assert sha(good) == sha(project / "data/06_models/teacher.pt")  # nothing replaced
+
+
+def test_a_given_teacher_without_an_input_contract_stops_before_it_is_loaded(project, tmp_path):
+    dest = copy_project(tmp_path)
+    shutil.copy(project / "data/06_models/teacher.pt", dest / "whole.pt")
+    _use_checkpoint(dest, "whole.pt")  # data.preprocessing not said
+    result = kedro(dest, "run", "--pipelines", "training")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "kedro-edge: error: parameter 'data.preprocessing': model.checkpoint is set, so say how its "
+        "inputs were prepared (mean, std, scale, ...; `preprocessing: {}` for pixels / 255 as they are)"
+    )
+    assert not (dest / "data/06_models/teacher.pt").exists()

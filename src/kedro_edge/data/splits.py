@@ -13,14 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from sklearn.model_selection import train_test_split
 
+from kedro_edge.data.preprocessing import Preprocessing, of_arrays
 from kedro_edge.errors import DataError
-from typing import Annotated, Any, Literal
-
-from pydantic import Field, StringConstraints, model_validator
-from pydantic_core import PydanticCustomError
-
 from kedro_edge.schema import Strict
 
 
@@ -29,6 +26,8 @@ class DataParams(Strict):
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     image_size: int | None = Field(32, ge=4, le=512)  # resize (bilinear); null keeps the size
+    # the input contract (kedro_edge.data.preprocessing); null: pixels / 255 as they are
+    preprocessing: Preprocessing | None = None
 
 
 SPLITS = ("train", "val", "test")
@@ -155,6 +154,11 @@ class Splits:
     def input_shape(self) -> tuple[int, ...]:
         """One sample's shape with a batch axis of 1, e.g. (1, 1, 32, 32)."""
         return (1, *self.x("train").shape[1:])
+
+    @property
+    def preprocessing(self) -> Preprocessing | None:
+        """The input contract the arrays were prepared with (``data.preprocessing``), if any."""
+        return of_arrays(self.arrays)
 
     @property
     def num_classes(self) -> int:

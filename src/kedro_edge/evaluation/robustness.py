@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from kedro_edge.data.preprocessing import Preprocessing, normalise, to_unit
 from kedro_edge.schema import Strict
 
 
@@ -72,9 +73,14 @@ def contrast(x: np.ndarray, cfg: RobustnessParams, rng: np.random.Generator) -> 
 PERTURBATIONS: dict[str, Perturbation] = {"noise": gaussian_noise, "shift": shift, "contrast": contrast}
 
 
-def perturbed_copy(x: np.ndarray, cfg: RobustnessParams) -> np.ndarray:
-    """The perturbations of ``cfg`` applied in order to a copy of ``x`` (float32)."""
-    out = np.array(x, dtype=np.float32, copy=True)
+def perturbed_copy(x: np.ndarray, cfg: RobustnessParams, contract: Preprocessing | None = None) -> np.ndarray:
+    """The perturbations of ``cfg`` applied in order to a copy of ``x`` (float32).
+
+    Images prepared by an input ``contract`` are perturbed as pixels in [0, 1] (noise in the
+    sensor's units, clipped where it saturates), then prepared again.
+    """
+    image_contract = contract if contract is not None and _is_image(x) else None
+    out = np.array(x if image_contract is None else to_unit(x, image_contract), dtype=np.float32, copy=True)
     for i, name in enumerate(cfg.perturbations):
         out = PERTURBATIONS[name](out, cfg, np.random.default_rng([cfg.seed, i]))
-    return out.astype(np.float32)
+    return (out if image_contract is None else normalise(out, image_contract)).astype(np.float32)

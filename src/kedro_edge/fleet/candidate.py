@@ -46,7 +46,8 @@ class Candidate:
         entry = {"sha256": sha, "size_bytes": len(model), "codec": codec_name, "shipped_bytes": len(packed)}
         (folder / "manifest.json").write_text(json.dumps({**manifest, **entry}, indent=2))
         with open(folder / "parity.npy", "wb") as fh:
-            np.save(fh, np.ascontiguousarray(parity, dtype=np.float32), allow_pickle=False)
+            dtype = np.uint8 if parity.dtype == np.uint8 else np.float32  # a baked model takes pixels
+            np.save(fh, np.ascontiguousarray(parity, dtype=dtype), allow_pickle=False)
         sent = (*FILES[:-1], MODEL + suffix)
         wire = {name: (folder / name).stat().st_size for name in sent}
         on_disk = sum(wire[name] for name in FILES[:-1]) + len(model)

@@ -11,7 +11,7 @@ from torch import nn
 
 from kedro_edge import config, data
 from kedro_edge.compress import mixed_precision, ptq, quantize, registry
-from kedro_edge.runtimes import onnx_export
+from kedro_edge.runtimes import input_contract, onnx_export
 
 
 def apply_technique(
@@ -47,22 +47,36 @@ def technique_node(name: str) -> Callable[..., object]:
 def export_teacher(
     teacher: nn.Module, model_input: dict[str, np.ndarray], compression: dict
 ) -> onnx.ModelProto:
-    """teacher.onnx: FP32, dynamic batch axis, checked."""
+    """teacher.onnx: FP32, dynamic batch axis, checked, the input contract in its metadata."""
     cfg = config.parse(config.CompressionParams, compression, "compression")
-    return onnx_export.to_onnx(teacher, data.Splits(model_input).input_shape, cfg.export.opset)
+    splits = data.Splits(model_input)
+    return input_contract.stamp(
+        onnx_export.to_onnx(teacher, splits.input_shape, cfg.export.opset), splits.preprocessing
+    )
 
 
 def export_model(
     student: nn.Module, model_input: dict[str, np.ndarray], compression: dict
 ) -> tuple[onnx.ModelProto, dict]:
     """model.onnx: the student's float weights through ORT's static INT8 QDQ quantizer, the layers
-    of ``quantize.exclude`` (or those ``auto`` finds on the validation split) left in float."""
+    of ``quantize.exclude`` (or those ``auto`` finds on the validation split) left in float.
+
+    The input contract goes into its metadata and, with ``data.preprocessing.bake``, in front
+    of its graph (after quantization: the preprocessing nodes stay float)."""
     cfg = config.parse(config.CompressionParams, compression, "compression")
     splits = data.Splits(model_input)
     fp32 = onnx_export.to_onnx(quantize.float_module(student), splits.input_shape, cfg.export.opset)
     if not cfg.quantize.enabled:
-        return fp32, {"quantized": False}
-    calib = data.calibration_samples(splits, cfg.quantize.calibration_samples)
-    exclude, report = mixed_precision.resolve(fp32, calib, splits, cfg.quantize)
-    chosen = cfg.quantize.model_copy(update={"exclude": exclude})
-    return ptq.quantize_int8(fp32, calib, chosen), {"quantized": True, "exclude": exclude, **report}
+        model, report = fp32, {"quantized": False}
+    else:
+        calib = data.calibration_samples(splits, cfg.quantize.calibration_samples)
+        exclude, found = mixed_precision.resolve(fp32, calib, splits, cfg.quantize)
+        chosen = cfg.quantize.model_copy(update={"exclude": exclude})
+        model, report = (
+            ptq.quantize_int8(fp32, calib, chosen),
+            {"quantized": True, "exclude": exclude, **found},
+        )
+    contract = splits.preprocessing
+    if contract is not None and contract.bake:
+        model = input_contract.bake(model, contract)
+    return input_contract.stamp(model, contract), report

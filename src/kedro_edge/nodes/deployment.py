@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from kedro_edge.fleet.records import ReleaseRecord, RolloutOutcome, Verdict
 from kedro_edge.fleet.rollout import staged_rollout
 from kedro_edge.fleet.spec import ReleaseSpec
 from kedro_edge.io.fleet import ModelFile
+from kedro_edge.runtimes import input_contract
 from kedro_edge.runtimes import onnxruntime as ort_host
 
 
@@ -60,12 +62,17 @@ def release_spec(
             f"({(validated_sha or 'none')[:12]}): run the validation pipeline first"
         )
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    parity_inputs = data.Splits(model_input).x("test")[: cfg.parity_samples]
+    host = ort_host.session(model_file.data)
+    contract = input_contract.contract_of(host)
+    if contract is not None:  # what the device app feeds: in the manifest and release.json
+        version = {**version, "preprocessing": json.loads(contract.to_json())}
+    # a baked model's devices get the raw pixels the prepared test inputs came from
+    parity_inputs = input_contract.feed(host, data.Splits(model_input).x("test")[: cfg.parity_samples])
     return ReleaseSpec(
         model=model_file.data, version=version, created_utc=now, codec=cfg.codec,
         manifest={"model": version, "validation": validated.get("figures"), "created_utc": now},
         parity=parity_inputs,
-        reference=ort_host.ort_predict(ort_host.session(model_file.data), parity_inputs),
+        reference=ort_host.ort_predict(host, parity_inputs),
         devices=[d.name for d in fleet.select(cfg.devices, cfg.group)],
     )  # fmt: skip
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from kedro_edge import config, data
-from kedro_edge.errors import DataError
+from kedro_edge.data import preprocessing
+from kedro_edge.errors import ConfigError, DataError
 from kedro_edge.models import build_model, sources
 from kedro_edge.models.training import fit
 
@@ -18,7 +19,8 @@ from kedro_edge.models.training import fit
 def split_dataset(raw: dict[str, np.ndarray], params: dict) -> dict[str, np.ndarray]:
     """Checked, stratified, seeded train/val/test arrays (``x_train``, ``y_train``, ...).
 
-    Images are resized to ``data.image_size``. Feature vectors are standardised with the
+    Images are resized to ``data.image_size`` and prepared by ``data.preprocessing`` (the
+    contract joins the arrays as ``preprocessing``). Feature vectors are standardised with the
     training split's mean and std, which are returned too (``feature_mean``, ``feature_std``).
     """
     cfg = config.parse(config.DataParams, params, "data")
@@ -30,7 +32,12 @@ def split_dataset(raw: dict[str, np.ndarray], params: dict) -> dict[str, np.ndar
         split = data.split_arrays(x, labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, None)
         return data.standardise(split)
     images, labels = data.check_arrays(raw["images"], raw["labels"], "raw_images")
-    return data.split_arrays(images, labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.image_size)
+    split = data.split_arrays(images, labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.image_size)
+    if cfg.preprocessing is None:
+        return split
+    contract = cfg.preprocessing
+    prepared = {k: preprocessing.prepare(v, contract) if k.startswith("x_") else v for k, v in split.items()}
+    return {**prepared, preprocessing.ARRAY_KEY: np.array(contract.to_json())}
 
 
 def train_teacher(
@@ -47,6 +54,8 @@ def train_teacher(
     splits = data.Splits(model_input)
     torch.manual_seed(cfg.seed)  # the initial weights are part of the reproducible run
     if spec.checkpoint is not None:
+        if splits.preprocessing is None and splits.x("train").ndim == 4:
+            raise ConfigError(preprocessing.NEEDED_BY_GIVEN_TEACHER)
         path = Path(spec.checkpoint)
         teacher, kind = sources.load_checkpoint(spec, path, splits.input_shape, splits.num_classes)
         source = sources.TeacherSource(kind=kind, path=spec.checkpoint, sha256=sources.sha256_of(path))

@@ -52,7 +52,11 @@ def evaluate_models(
         else:
             module = quantize.float_module(outputs[technique.name])
             stages[technique.stage] = (onnx_export.to_onnx(module, shape, opset), module)
-    robust_x = robustness.perturbed_copy(splits.x("test"), cfg.robustness) if cfg.robustness.enabled else None
+    robust_x = (
+        robustness.perturbed_copy(splits.x("test"), cfg.robustness, splits.preprocessing)
+        if cfg.robustness.enabled
+        else None
+    )
     evaluations = {
         name: stage_eval.evaluate_stage(m, mod, splits, cfg.latency, cfg.batch_size, robust_x, cfg.confidence)
         for name, (m, mod) in stages.items()

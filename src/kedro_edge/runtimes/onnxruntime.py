@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from kedro_edge.runtimes import input_contract
 from kedro_edge.runtimes.onnx_export import INPUT
 from kedro_edge.runtimes.timing import TimingSpec
 
@@ -32,6 +33,8 @@ def session(model: onnx.ModelProto | bytes, threads: int = 1) -> ort.InferenceSe
 
 
 def ort_predict(sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits for prepared inputs ``x`` (a baked model is fed the pixels they came from)."""
+    x = input_contract.feed(sess, x)
     return np.concatenate(
         [sess.run(None, {INPUT: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
     )
@@ -55,17 +58,18 @@ def interleaved_ms(
     cycle through ``samples``; the first ``warmup`` rounds are not timed, then rounds run until
     both ``min_runs`` and ``min_seconds`` are reached.
     """
-    feeds = [{INPUT: samples[i : i + 1]} for i in range(len(samples))]
+    per_session = [input_contract.feed(sess, samples) for sess in sessions]
+    feeds = [[{INPUT: s[i : i + 1]} for i in range(len(samples))] for s in per_session]
     forward, backward = list(enumerate(sessions)), list(enumerate(sessions))[::-1]
     for run in range(warmup):
-        for _, sess in forward if run % 2 == 0 else backward:
-            sess.run(None, feeds[run % len(feeds)])
+        for k, sess in forward if run % 2 == 0 else backward:
+            sess.run(None, feeds[k][run % len(samples)])
     times: list[list[float]] = [[] for _ in sessions]
     start, run = time.perf_counter(), warmup
     while run - warmup < min_runs or time.perf_counter() - start < min_seconds:
         for k, sess in forward if run % 2 == 0 else backward:
             t0 = time.perf_counter_ns()
-            sess.run(None, feeds[run % len(feeds)])
+            sess.run(None, feeds[k][run % len(samples)])
             times[k].append((time.perf_counter_ns() - t0) / 1e6)
         run += 1
     return [np.asarray(t) for t in times]
