@@ -101,6 +101,7 @@ def test_a_registered_technique_gets_its_row_in_compression_metrics(rescale_regi
     pipe = (create_compression_pipeline() + create_validation_pipeline()).to_outputs("compression_metrics")
     inputs = {
         "teacher_module": teacher,
+        "teacher_source": {"kind": "trained"},
         "model_input": splits.arrays,
         "fleet": None,
         "params:compression": compression,

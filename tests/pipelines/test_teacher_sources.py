@@ -91,7 +91,8 @@ def test_a_given_teacher_without_an_input_contract_stops_before_it_is_loaded(pro
     result = kedro(dest, "run", "--pipelines", "training")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
-        "kedro-edge: error: parameter 'data.preprocessing': model.checkpoint is set, so say how its "
-        "inputs were prepared (mean, std, scale, ...; `preprocessing: {}` for pixels / 255 as they are)"
+        "kedro-edge: error: parameter 'data.preprocessing': the teacher is given (model.checkpoint or "
+        "model.onnx), so say how its inputs were prepared (mean, std, scale, ...; `preprocessing: {}` "
+        "for pixels / 255 as they are)"
     )
     assert not (dest / "data/06_models/teacher.pt").exists()

@@ -24,6 +24,7 @@ from torch import nn
 
 from kedro_edge.compress.registry import Context, Technique, register
 from kedro_edge.data import calibration_samples
+from kedro_edge.runtimes.graph_teacher import is_graph_only
 from kedro_edge.schema import Strict
 
 
@@ -157,12 +158,14 @@ def float_module(model: nn.Module) -> nn.Module:
 
 def apply(module: nn.Module, params: QuantizeParams, ctx: Context) -> tuple[nn.Module, None]:
     """The module with fake quantization (calibrated), ready to train under INT8 noise; its stage
-    row is the INT8 graph that ``compress.ptq`` exports at the end."""
-    if not params.enabled:
+    row is the INT8 graph that ``compress.ptq`` exports at the end. A graph-only teacher has no
+    module to train: it passes through, and only the post-training quantization applies."""
+    if not params.enabled or is_graph_only(module):
         return module, None
     return prepare_qat(module, calibration_samples(ctx.splits, params.calibration_samples)), None
 
 
 register(
-    Technique("quantize", QuantizeParams, apply, output="qat_module", stage="int8", row="int8"), position=30
+    Technique("quantize", QuantizeParams, apply, output="qat_module", stage="int8", row="int8", graph=True),
+    position=30,
 )

@@ -52,6 +52,8 @@ class Technique:
         stage: its row in the stage table, or None (a step whose effect shows only later).
         row: ``"module"``: the row is its output module, exported as float ONNX; ``"int8"``: the row
             is the exported INT8 graph (model.onnx), judged against the last module, and comes last.
+        graph: it also applies to a graph-only teacher (an ONNX file): its ``apply`` passes such a
+            teacher through and its effect is in the ONNX export. Others are switched off for one.
     """
 
     name: str
@@ -61,6 +63,7 @@ class Technique:
     report: str | None = None
     stage: str | None = None
     row: str = "module"
+    graph: bool = False
     position: float = field(default=0.0, compare=False)
 
 
@@ -115,6 +118,14 @@ def stages(recipe: Any) -> list[Technique]:
     enabled one with a stage, module rows first, then the INT8 graph's."""
     rows = [t for t in techniques() if t.stage is not None and getattr(recipe, t.name).enabled]
     return [t for t in rows if t.row == "module"] + [t for t in rows if t.row == "int8"]
+
+
+def for_graph_teacher(recipe: Any) -> tuple[Any, list[str]]:
+    """``recipe`` with every enabled technique that rewrites a torch module switched off, and
+    their names: what a teacher known only as an ONNX graph can have."""
+    off = [t.name for t in techniques() if not t.graph and getattr(recipe, t.name).enabled]
+    update = {name: getattr(recipe, name).model_copy(update={"enabled": False}) for name in off}
+    return recipe.model_copy(update=update), off
 
 
 def stage_names(recipe: Any) -> list[str]:

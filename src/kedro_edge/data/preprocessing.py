@@ -28,8 +28,8 @@ KEY = "data.preprocessing"  # where the contract is set
 ARRAY_KEY = "preprocessing"  # model_input's entry: the contract as a JSON string
 # images and a teacher trained elsewhere: its inputs must be said, never assumed
 NEEDED_BY_GIVEN_TEACHER = (
-    f"parameter '{KEY}': model.checkpoint is set, so say how its inputs were prepared "
-    "(mean, std, scale, ...; `preprocessing: {}` for pixels / 255 as they are)"
+    f"parameter '{KEY}': the teacher is given (model.checkpoint or model.onnx), so say how its "
+    "inputs were prepared (mean, std, scale, ...; `preprocessing: {}` for pixels / 255 as they are)"
 )
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, RGB -> gray
 

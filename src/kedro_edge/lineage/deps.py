@@ -131,10 +131,11 @@ def _class_paths(value: Any) -> Iterable[str]:
 
 
 def _teacher_files(tree: Any) -> Iterable[Path]:
-    """The file of a teacher the user trained (``model.checkpoint``): its stage reads it."""
+    """The file of a teacher the user trained (``model.checkpoint`` or ``model.onnx``): its stage reads it."""
     model = tree.get("model") if isinstance(tree, dict) else None
-    if isinstance(model, dict) and isinstance(model.get("checkpoint"), str):
-        yield Path(model["checkpoint"])
+    for key in ("checkpoint", "onnx"):
+        if isinstance(model, dict) and isinstance(model.get(key), str):
+            yield Path(model[key])
 
 
 def stage_code(project: Project, cmd: str, pipelines: Mapping[str, Any]) -> set[Path]:

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+from pydantic_core import PydanticCustomError
 from torch import nn
 
 from kedro_edge.errors import ConfigError
@@ -35,8 +36,22 @@ from kedro_edge.models.factory import ModelSpec, build_model
 class TeacherSpec(ModelSpec):
     """``model``: the architecture, and the file holding a teacher already trained, if any."""
 
-    checkpoint: str | None = None  # a state dict / checkpoint / pickled module (see the module docstring)
+    checkpoint: str | None = None  # a state dict / checkpoint / pickled module / TorchScript / .pt2
+    onnx: str | None = None  # or an ONNX file: the graph-only steps (kedro_edge.runtimes.graph_teacher)
     finetune_epochs: int = Field(0, ge=0)  # a given teacher is evaluated as it is unless this is > 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherSpec:
+        if self.checkpoint is not None and self.onnx is not None:
+            raise PydanticCustomError("one_source", "set model.checkpoint or model.onnx, not both")
+        return self
+
+    @property
+    def source(self) -> tuple[str, str] | None:
+        """(parameter key, path) of the given teacher, or None to train one."""
+        if self.onnx is not None:
+            return "model.onnx", self.onnx
+        return ("model.checkpoint", self.checkpoint) if self.checkpoint is not None else None
 
 
 class SourceKind(str, Enum):
@@ -48,6 +63,11 @@ class SourceKind(str, Enum):
     TORCHSCRIPT = "torchscript"
     EXPORTED_PROGRAM = "exported_program"
     ONNX = "onnx"
+
+    @property
+    def graph_only(self) -> bool:
+        """A graph without its Python module: only the steps that work on ONNX apply."""
+        return self in (SourceKind.TORCHSCRIPT, SourceKind.EXPORTED_PROGRAM, SourceKind.ONNX)
 
 
 class TeacherSource(BaseModel):
@@ -91,25 +111,30 @@ def kind_of(path: Path) -> SourceKind:
     return SourceKind.STATE_DICT
 
 
+def detect(path: Path, key: str = "model.checkpoint") -> SourceKind:
+    """``kind_of`` a file that must exist and be PyTorch's; else one line naming ``key`` and the file."""
+    if not path.is_file():
+        raise ConfigError(f"parameter '{key}': {path} does not exist")
+    try:
+        return kind_of(path)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise ConfigError(f"parameter '{key}': {path} is not a PyTorch file ({_first(exc)})") from None
+
+
 def load_checkpoint(
     spec: ModelSpec, path: Path, input_shape: Sequence[int], num_classes: int, key: str = "model.checkpoint"
 ) -> tuple[nn.Module, SourceKind]:
     """The module in ``path``: a whole module as saved, or ``spec`` built and given the weights.
 
     Errors are one line naming ``key`` and the file: missing file, an unreadable one, a graph
-    format the torch stages cannot rewrite, keys that do not match the architecture.
+    format (``kedro_edge.runtimes.graph_teacher`` loads those), keys that do not match the
+    architecture.
     """
-    if not path.is_file():
-        raise ConfigError(f"parameter '{key}': {path} does not exist")
-    try:
-        kind = kind_of(path)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise ConfigError(f"parameter '{key}': {path} is not a PyTorch file ({_first(exc)})") from None
-    if kind in (SourceKind.TORCHSCRIPT, SourceKind.EXPORTED_PROGRAM):
+    kind = detect(path, key)
+    if kind.graph_only:
         raise ConfigError(
-            f"parameter '{key}': {path} is a {kind.value.replace('_', ' ')}; pruning, low-rank, QAT"
-            " and distillation need the Python module: give its state dict with model.class_path,"
-            " or export it to ONNX and set model.onnx"
+            f"parameter '{key}': {path} is a {kind.value.replace('_', ' ')}, a graph without its "
+            "Python module (load it with kedro_edge.runtimes.graph_teacher)"
         )
     if kind is SourceKind.MODULE:
         try:

@@ -11,7 +11,7 @@ from torch import nn
 
 from kedro_edge import config, data
 from kedro_edge.compress import mixed_precision, ptq, quantize, registry
-from kedro_edge.runtimes import input_contract, onnx_export
+from kedro_edge.runtimes import graph_teacher, input_contract, onnx_export
 
 
 def apply_technique(
@@ -50,6 +50,8 @@ def export_teacher(
     """teacher.onnx: FP32, dynamic batch axis, checked, the input contract in its metadata."""
     cfg = config.parse(config.CompressionParams, compression, "compression")
     splits = data.Splits(model_input)
+    if graph_teacher.is_graph_only(teacher):  # the user's graph, as given (conformed on load)
+        return input_contract.stamp(teacher.proto, splits.preprocessing)
     return input_contract.stamp(
         onnx_export.to_onnx(teacher, splits.input_shape, cfg.export.opset), splits.preprocessing
     )
@@ -65,7 +67,10 @@ def export_model(
     of its graph (after quantization: the preprocessing nodes stay float)."""
     cfg = config.parse(config.CompressionParams, compression, "compression")
     splits = data.Splits(model_input)
-    fp32 = onnx_export.to_onnx(quantize.float_module(student), splits.input_shape, cfg.export.opset)
+    if graph_teacher.is_graph_only(student):  # a graph-only teacher, passed through every technique
+        fp32 = student.proto
+    else:
+        fp32 = onnx_export.to_onnx(quantize.float_module(student), splits.input_shape, cfg.export.opset)
     if not cfg.quantize.enabled:
         model, report = fp32, {"quantized": False}
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -9,9 +10,14 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from kedro_edge import config, data
-from kedro_edge.errors import SearchError
+from kedro_edge.compress import registry
+from kedro_edge.errors import ConfigError, SearchError
 from kedro_edge.fleet.inventory import Fleet
+from kedro_edge.models.sources import TeacherSource
+from kedro_edge.runtimes.graph_teacher import is_graph_only
 from kedro_edge.search.space import without_search
+
+log = logging.getLogger(__name__)
 
 
 def _search(
@@ -35,7 +41,13 @@ def search_compression(
 ) -> tuple[dict[str, Any], Figure]:
     """With ``compression.search.enabled``, the search's record and Pareto plot; else a record
     saying it is off."""
-    if not config.parse(config.CompressionParams, compression, "compression").search.enabled:
+    enabled = config.parse(config.CompressionParams, compression, "compression").search.enabled
+    if enabled and is_graph_only(teacher):
+        raise ConfigError(
+            "parameter 'compression.search.enabled': the teacher is an ONNX graph and the search "
+            "prunes a torch module: set it to false (static INT8 with mixed precision still applies)"
+        )
+    if not enabled:
         from kedro_edge.search import record
 
         off = record.disabled()
@@ -50,11 +62,23 @@ def run_search(
     return _search(teacher, model_input, fleet, compression, training)
 
 
-def plan_compression(search_record: dict[str, Any], compression: dict) -> dict[str, Any]:
+def plan_compression(
+    search_record: dict[str, Any], compression: dict, teacher_source: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The compression parameters the rest of the pipeline runs: the chosen trial's recipe, or the
     configured one when the search is off. No candidate within budget stops the run here, before
-    any model is replaced."""
+    any model is replaced. A teacher known only as a graph gets the techniques that work on one;
+    each other one is switched off with a line saying why."""
     cfg = config.parse(config.CompressionParams, compression, "compression")
+    source = TeacherSource.model_validate(teacher_source or {"kind": "trained"})
+    if source.kind.graph_only:
+        recipe, off = registry.for_graph_teacher(without_search(cfg))
+        for name in off:
+            log.warning(
+                "compression.%s: skipped: the teacher is a graph (%s %s) and %s rewrites a torch module",
+                name, source.kind.value, source.path, name,
+            )  # fmt: skip
+        return recipe.model_dump(mode="json")
     if not search_record.get("enabled"):
         return without_search(cfg).model_dump(mode="json")
     chosen = search_record.get("chosen")

@@ -14,6 +14,7 @@ from kedro_edge.data import preprocessing
 from kedro_edge.errors import ConfigError, DataError
 from kedro_edge.models import build_model, sources
 from kedro_edge.models.training import fit
+from kedro_edge.runtimes import graph_teacher
 
 
 def split_dataset(raw: dict[str, np.ndarray], params: dict) -> dict[str, np.ndarray]:
@@ -53,12 +54,8 @@ def train_teacher(
     cfg = config.parse(config.TrainParams, training, "training")
     splits = data.Splits(model_input)
     torch.manual_seed(cfg.seed)  # the initial weights are part of the reproducible run
-    if spec.checkpoint is not None:
-        if splits.preprocessing is None and splits.x("train").ndim == 4:
-            raise ConfigError(preprocessing.NEEDED_BY_GIVEN_TEACHER)
-        path = Path(spec.checkpoint)
-        teacher, kind = sources.load_checkpoint(spec, path, splits.input_shape, splits.num_classes)
-        source = sources.TeacherSource(kind=kind, path=spec.checkpoint, sha256=sources.sha256_of(path))
+    if spec.source is not None:
+        teacher, source = _given_teacher(spec, splits)
         epochs, description = spec.finetune_epochs, "fine-tune teacher"
     else:
         teacher = build_model(spec, splits.input_shape, splits.num_classes)
@@ -77,3 +74,27 @@ def train_teacher(
             description=description,
         )
     return teacher.eval(), source.to_json()
+
+
+def _given_teacher(spec: config.TeacherSpec, splits: data.Splits) -> tuple[nn.Module, sources.TeacherSource]:
+    """The user's teacher: a module from ``model.checkpoint``, or a graph-only teacher from an ONNX,
+    TorchScript or ``torch.export`` file."""
+    key, name = spec.source
+    if splits.preprocessing is None and splits.x("train").ndim == 4:
+        raise ConfigError(preprocessing.NEEDED_BY_GIVEN_TEACHER)
+    path = Path(name)
+    if key == "model.onnx":
+        if not path.is_file():
+            raise ConfigError(f"parameter '{key}': {path} does not exist")
+        kind = sources.SourceKind.ONNX
+    else:
+        kind = sources.detect(path, key)
+    if kind.graph_only:
+        if spec.finetune_epochs:
+            raise ConfigError(
+                f"parameter 'model.finetune_epochs': {path} is a graph ({kind.value}), it cannot be tuned"
+            )
+        teacher: nn.Module = graph_teacher.load(path, kind, splits.input_shape, key)
+    else:
+        teacher, kind = sources.load_checkpoint(spec, path, splits.input_shape, splits.num_classes, key)
+    return teacher, sources.TeacherSource(kind=kind, path=name, sha256=sources.sha256_of(path))

@@ -33,7 +33,7 @@ def create_compression_pipeline(search: bool = False, **kwargs) -> Pipeline:
             ),
             node(
                 nodes.plan_compression,
-                ["search_record", "params:compression"],
+                ["search_record", "params:compression", "teacher_source"],
                 "compression_plan",
                 name="plan",
             ),
