@@ -10,7 +10,9 @@ sparse kernels follow. It is here for comparison and for users who have such a r
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import fnmatch
+import logging
+from collections.abc import Callable, Collection
 from dataclasses import asdict
 from typing import Annotated, Literal
 
@@ -21,6 +23,7 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from kedro_edge.compress import heads
 from kedro_edge.compress.registry import Context, Technique, register
 from kedro_edge.data import Splits, batches
 from kedro_edge.errors import ConfigError
@@ -43,6 +46,9 @@ class PruneParams(Strict):
     # per-layer ratios by module name (what the search chooses, NetAdapt-style); layers not
     # named here take ``ratio``
     layer_ratios: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(default_factory=dict)
+    # layers left alone: module names or shell patterns ("features.0.*", "*.attn.qkv"); layers the
+    # pruner cannot handle are found and left alone too (prune_report.json says which and why)
+    ignore: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_target(self) -> PruneParams:
@@ -52,6 +58,8 @@ class PruneParams(Strict):
             raise ValueError("unstructured pruning needs 'ratio'")
         return self
 
+
+log = logging.getLogger(__name__)
 
 # Importance criteria by parameter name (compression.prune.importance).
 IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
@@ -73,7 +81,15 @@ def layer_ratios(model: nn.Module, ratios: dict[str, float]) -> dict[nn.Module, 
     return {modules[name]: ratio for name, ratio in ratios.items()}
 
 
-def _pruner(model: nn.Module, example: torch.Tensor, cfg: PruneParams, ratio: float) -> tp.pruner.BasePruner:
+def _pruner(
+    model: nn.Module, example: torch.Tensor, cfg: PruneParams, ratio: float, left: Collection[str] = ()
+) -> tp.pruner.BasePruner:
+    """Torch-Pruning's pruner for ``model``: the output layer, ``cfg.ignore`` and the layers named in
+    ``left`` are not pruned; attention modules lose whole heads (``kedro_edge.compress.heads``)."""
+    modules = dict(model.named_modules())
+    ignored = output_layers(model) + [
+        modules[name] for name in sorted(set(left) | set(ignored_names(model, cfg)))
+    ]
     return tp.pruner.BasePruner(
         model,
         example,
@@ -81,21 +97,125 @@ def _pruner(model: nn.Module, example: torch.Tensor, cfg: PruneParams, ratio: fl
         pruning_ratio=ratio,
         pruning_ratio_dict=layer_ratios(model, cfg.layer_ratios) or None,
         iterative_steps=cfg.steps,
-        ignored_layers=output_layers(model),
+        ignored_layers=ignored,
         global_pruning=cfg.global_pruning,
         round_to=cfg.round_to,
+        **heads.pruner_kwargs(model, ratio),
     )
+
+
+def ignored_names(model: nn.Module, cfg: PruneParams) -> list[str]:
+    """The modules ``compression.prune.ignore`` names; a pattern that matches none is an error."""
+    names = [n for n, _ in model.named_modules() if n]
+    found: list[str] = []
+    for pattern in cfg.ignore:
+        matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not matched:
+            raise ConfigError(
+                f"parameter 'compression.prune.ignore': {pattern!r} matches no layer of the model"
+            )
+        found.extend(matched)
+    return found
+
+
+def _step(pruner: tp.pruner.BasePruner, model: nn.Module) -> None:
+    pruner.step()
+    heads.sync(model, pruner)
+    model.zero_grad(set_to_none=True)
+
+
+def unprunable(model: nn.Module, example: torch.Tensor, cfg: PruneParams) -> dict[str, str]:
+    """Layers whose channels Torch-Pruning cannot remove here, by name, with the reason.
+
+    First the whole plan is tried on a copy; only if that fails is each group of coupled layers
+    tried alone (two channels removed, then a forward pass), and the groups that fail are left
+    alone. A model whose graph cannot be traced at all is an error naming the stage.
+    """
+    ignored_names(model, cfg)  # a pattern that matches nothing is the user's error, said first
+    # which channels go does not matter here, only whether removing them works: L2 needs no gradients
+    one = cfg.model_copy(update={"steps": 1, "global_pruning": False, "importance": "l2"})
+    try:
+        trial = copy.deepcopy(model)
+        _step(_pruner(trial, example, one, 0.5), trial)
+        trial(example)
+        return {}
+    except Exception:  # noqa: BLE001 - any failure: find the groups that cause it
+        pass
+    found = _untraceable(model, example, one)
+    index, more = 0, True
+    while more:  # group ``index`` alone, on a fresh copy; the pruner picks its channels (whole heads)
+        trial = copy.deepcopy(model)
+        try:
+            pruner = _pruner(trial, example, one, 0.5, found)
+            groups = pruner.step(interactive=True)
+            for _ in range(index):
+                next(groups)
+            group = next(groups, None)
+        except Exception as exc:  # noqa: BLE001 - the graph itself cannot be traced
+            raise PruneError(
+                f"Torch-Pruning cannot trace the model ({type(exc).__name__}: {_first_line(exc)})"
+            ) from None
+        if group is None:
+            more = False
+            continue
+        root = _name_of(trial, group[0].dep.target.module)
+        try:
+            group.prune()
+            heads.sync(trial, pruner)
+            with torch.no_grad():
+                trial.eval()(example)
+        except Exception as exc:  # noqa: BLE001 - the pruner's or the model's own error
+            found[root] = f"{type(exc).__name__}: {_first_line(exc)}"
+            continue  # now left alone, the group is out of the enumeration: same index next
+        index += 1
+    return found
+
+
+def _untraceable(model: nn.Module, example: torch.Tensor, cfg: PruneParams) -> dict[str, str]:
+    """Layers whose coupled channels Torch-Pruning cannot even work out (a channel shuffle, ...)."""
+    trial = copy.deepcopy(model)
+    try:
+        graph = _pruner(trial, example, cfg, 0.5).DG
+    except Exception as exc:  # noqa: BLE001 - the graph itself cannot be traced
+        raise PruneError(
+            f"Torch-Pruning cannot trace the model ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
+    found: dict[str, str] = {}
+    for name, module in trial.named_modules():
+        if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            continue
+        try:
+            prune_out = graph.get_pruner_of_module(module).prune_out_channels
+            graph.get_pruning_group(module, prune_out, idxs=[0])
+        except Exception as exc:  # noqa: BLE001 - the index mapping of an op it does not follow
+            found[name] = f"{type(exc).__name__}: {_first_line(exc)}"
+    return found
+
+
+def _name_of(model: nn.Module, module: nn.Module) -> str:
+    return next((n for n, m in model.named_modules() if m is module), type(module).__name__)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+class PruneError(Exception):
+    """Pruning cannot apply to this model at all (the stage is skipped, saying why)."""
 
 
 def one_shot(model: nn.Module, example: torch.Tensor, cfg: PruneParams) -> nn.Module:
     """Remove ``cfg``'s channels in one step, in place, untrained (the graph a search trial is timed on)."""
-    ratio = cfg.ratio if cfg.ratio is not None else ratio_for_target_macs(model, example, cfg)
-    _pruner(model, example, cfg.model_copy(update={"steps": 1}), ratio).step()
-    model.zero_grad(set_to_none=True)
+    left = unprunable(model, example, cfg)
+    ratio = cfg.ratio if cfg.ratio is not None else ratio_for_target_macs(model, example, cfg, left)
+    _step(_pruner(model, example, cfg.model_copy(update={"steps": 1}), ratio, left), model)
     return model
 
 
-def ratio_for_target_macs(model: nn.Module, example: torch.Tensor, cfg: PruneParams) -> float:
+def ratio_for_target_macs(
+    model: nn.Module, example: torch.Tensor, cfg: PruneParams, left: Collection[str] = ()
+) -> float:
     """Smallest channel ratio whose one-shot L2 pruning keeps at most ``cfg.target_macs`` of the MACs."""
     goal = footprint(model, example).macs * cfg.target_macs
     low, high = 0.0, 0.95
@@ -103,7 +223,7 @@ def ratio_for_target_macs(model: nn.Module, example: torch.Tensor, cfg: PrunePar
         mid = (low + high) / 2
         trial = copy.deepcopy(model)
         probe = cfg.model_copy(update={"steps": 1, "importance": "l2"})
-        _pruner(trial, example, probe, mid).step()
+        _step(_pruner(trial, example, probe, mid, left), trial)
         if footprint(trial, example).macs <= goal:
             high = mid
         else:
@@ -128,14 +248,14 @@ def structured_prune(
     model = copy.deepcopy(teacher)
     example = splits.example()
     before = footprint(model, example)
-    ratio = cfg.ratio if cfg.ratio is not None else ratio_for_target_macs(model, example, cfg)
-    pruner = _pruner(model, example, cfg, ratio)
+    left = unprunable(model, example, cfg)
+    ratio = cfg.ratio if cfg.ratio is not None else ratio_for_target_macs(model, example, cfg, left)
+    pruner = _pruner(model, example, cfg, ratio, left)
     steps = []
     for step in range(cfg.steps):
         if cfg.importance == "taylor":
             _accumulate_gradients(model, splits, train.batch_size)
-        pruner.step()
-        model.zero_grad(set_to_none=True)
+        _step(pruner, model)
         finetune(
             model,
             splits,
@@ -162,8 +282,26 @@ def structured_prune(
         "after": asdict(after),
         "macs_reduction": before.macs / after.macs,
         "steps": steps,
+        # what was left alone, and why: so a user sees what the ratio did not reach
+        "left_alone": [
+            *({"layer": n, "reason": "compression.prune.ignore"} for n in ignored_names(teacher, cfg)),
+            *(
+                {"layer": n, "reason": f"the pruner cannot remove its channels ({why})"}
+                for n, why in left.items()
+            ),
+            *(
+                {"layer": n, "reason": "recurrent layer: its hidden size is not pruned"}
+                for n in recurrent(teacher)
+            ),
+        ],
+        "heads": heads.counts(model),
     }
     return model.eval(), report
+
+
+def recurrent(model: nn.Module) -> list[str]:
+    """The recurrent layers (RNN, GRU, LSTM): Torch-Pruning leaves their hidden size as it is."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.RNNBase)]
 
 
 def unstructured_prune(
@@ -206,7 +344,16 @@ def prune(teacher: nn.Module, splits: Splits, cfg: PruneParams, train: TrainPara
 
 
 def apply(module: nn.Module, params: PruneParams, ctx: Context) -> tuple[nn.Module, dict]:
-    return prune(module, ctx.splits, params, ctx.train)
+    try:
+        return prune(module, ctx.splits, params, ctx.train)
+    except PruneError as exc:  # nothing of this model can be pruned: the stage passes it on, saying why
+        rnn = recurrent(module)
+        why = f"{exc}{'; recurrent layers: ' + ', '.join(rnn) if rnn else ''}"
+        log.warning("compression.prune: skipped: %s; set compression.prune.enabled: false", why)
+        fp = asdict(footprint(module, ctx.splits.example()))
+        left = [{"layer": n, "reason": "recurrent layer: its hidden size is not pruned"} for n in rnn]
+        report = {"method": "none", "skipped": str(exc), "before": fp, "after": fp, "left_alone": left}
+        return copy.deepcopy(module).eval(), report
 
 
 register(
