@@ -201,6 +201,49 @@ def rollback(
 
 
 @edge.command()
+@click.option("--env", "-e", default=None, help="Kedro run environment (default: local).")
+@click.pass_obj
+def check(metadata, env: str | None) -> None:
+    """Per compression stage: does it apply to the configured model, what would it touch, and the
+    parameters and MACs after it. Seconds, no training, nothing written.
+
+    Uses data/05_model_input (or makes the splits from raw_images in memory) and the configured
+    teacher: model.checkpoint / model.onnx if given, else model.class_path untrained.
+    """
+    from kedro.framework.session import KedroSession
+
+    from kedro_edge.nodes import split_dataset
+    from kedro_edge.nodes.check import check_stages
+
+    root = Path(metadata.project_path) if metadata is not None else Path.cwd()
+    try:
+        with KedroSession.create(project_path=root, env=env) as session:
+            context = session.load_context()
+            params, catalog = context.params, context.catalog
+            splits = catalog.get("model_input")
+            arrays = (
+                splits.load()
+                if splits.exists()
+                else split_dataset(catalog.load("raw_images"), params["data"])
+            )
+            rows = check_stages(arrays, params["model"], params["training"], params["compression"])
+    except KedroEdgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    table = Table(
+        title="kedro edge check: the configured model through each stage (untrained, a slice of the data)"
+    )
+    for column in ("stage", "applies", "params", "MACs", "what it does"):
+        table.add_column(column, justify="right" if column in ("params", "MACs") else "left")
+    for row in rows:
+        table.add_row(
+            row.stage, "yes" if row.applies else "no",
+            "-" if row.params is None else f"{row.params:,}", "-" if row.macs is None else f"{row.macs:,}",
+            row.detail,
+        )  # fmt: skip
+    Console(width=200).print(table)
+
+
+@edge.command()
 @click.option("--stage", "only", default=None, help="Only this dvc.yaml stage.")
 @click.pass_obj
 def deps(metadata, only: str | None) -> None:

@@ -14,11 +14,20 @@ from typing import Any
 from torch import nn
 
 
+def qkv_out(attention: nn.Module) -> nn.Linear | None:
+    """The Linear whose outputs are the queries, keys and values: ``qkv`` itself, or its last
+    Linear once low-rank factorised it into a Sequential."""
+    qkv = getattr(attention, "qkv", None)
+    if isinstance(qkv, nn.Sequential):
+        qkv = next((m for m in reversed(qkv) if isinstance(m, nn.Linear)), None)
+    return qkv if isinstance(qkv, nn.Linear) else None
+
+
 def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [
         (name, m)
         for name, m in model.named_modules()
-        if isinstance(getattr(m, "qkv", None), nn.Linear) and isinstance(getattr(m, "num_heads", None), int)
+        if qkv_out(m) is not None and isinstance(getattr(m, "num_heads", None), int)
     ]
 
 
@@ -28,7 +37,7 @@ def pruner_kwargs(model: nn.Module, ratio: float) -> dict[str, Any]:
     if not found:
         return {}
     return {
-        "num_heads": {m.qkv: m.num_heads for _, m in found},
+        "num_heads": {qkv_out(m): m.num_heads for _, m in found},
         "prune_num_heads": True,
         "prune_head_dims": False,
         "head_pruning_ratio": ratio,
@@ -39,9 +48,10 @@ def sync(model: nn.Module, pruner: Any) -> None:
     """Each attention module's head count and sizes, after ``pruner`` removed heads."""
     counts = getattr(pruner, "num_heads", {}) or {}
     for _, m in attention_modules(model):
-        if m.qkv in counts:
-            m.num_heads = int(counts[m.qkv])
-        m.head_dim = m.qkv.out_features // (3 * m.num_heads)
+        qkv = qkv_out(m)
+        if qkv in counts:
+            m.num_heads = int(counts[qkv])
+        m.head_dim = qkv.out_features // (3 * m.num_heads)
         if hasattr(m, "attn_dim"):
             m.attn_dim = m.num_heads * m.head_dim
 

@@ -55,7 +55,7 @@ def train_teacher(
     splits = data.Splits(model_input)
     torch.manual_seed(cfg.seed)  # the initial weights are part of the reproducible run
     if spec.source is not None:
-        teacher, source = _given_teacher(spec, splits)
+        teacher, source = given_teacher(spec, splits)
         epochs, description = spec.finetune_epochs, "fine-tune teacher"
     else:
         teacher = build_model(spec, splits.input_shape, splits.num_classes)
@@ -76,7 +76,7 @@ def train_teacher(
     return teacher.eval(), source.to_json()
 
 
-def _given_teacher(spec: config.TeacherSpec, splits: data.Splits) -> tuple[nn.Module, sources.TeacherSource]:
+def given_teacher(spec: config.TeacherSpec, splits: data.Splits) -> tuple[nn.Module, sources.TeacherSource]:
     """The user's teacher: a module from ``model.checkpoint``, or a graph-only teacher from an ONNX,
     TorchScript or ``torch.export`` file."""
     key, name = spec.source
