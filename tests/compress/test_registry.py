@@ -119,3 +119,23 @@ def test_a_registered_technique_gets_its_row_in_compression_metrics(rescale_regi
     assert rescaled["vs_previous"]["stage"] == "distilled"
     assert rescaled["accuracy"] == distilled["accuracy"]  # scaled logits, same classes
     assert catalog.load("rescale_report") == {"factor": 4.0}
+
+
+def test_a_technique_that_cannot_take_the_architecture_passes_it_on_in_one_line(teacher, splits, caplog):
+    def fails(module, params, ctx):
+        raise RuntimeError("shape '[1, 768, 4]' is invalid for input of size 1536\nmore lines")
+
+    registry.register(registry.Technique("fragile", RescaleParams, fails, output="f", report="f_report"), 45)
+    try:
+        with caplog.at_level("WARNING"):
+            out, report = nodes.apply_technique("fragile", teacher, teacher, splits.arrays, {}, {})
+    finally:
+        registry.unregister("fragile")
+    assert report == {"skipped": "RuntimeError: shape '[1, 768, 4]' is invalid for input of size 1536"}
+    pairs = zip(out.state_dict().values(), teacher.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    messages = [r.getMessage() for r in caplog.records]
+    assert (
+        "compression.fragile: skipped: RuntimeError: shape '[1, 768, 4]' is invalid for input of size 1536; "
+        "set compression.fragile.enabled: false"
+    ) in messages

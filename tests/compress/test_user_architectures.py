@@ -122,3 +122,36 @@ def test_a_recurrent_net_is_passed_on_naming_the_recurrent_layer(caplog):
     ]
     assert any(r.getMessage().endswith("recurrent layers: gru; set compression.prune.enabled: false")
                for r in caplog.records)  # fmt: skip
+
+
+FAMILIES = {
+    "mobilenet_v3_small": "torchvision.models.mobilenet_v3_small",
+    "efficientnet_b0": "torchvision.models.efficientnet_b0",
+    "regnet_x_400mf": "torchvision.models.regnet_x_400mf",
+    "squeezenet1_1": "torchvision.models.squeezenet1_1",
+    "resnet18": "torchvision.models.resnet18",
+    "shufflenet_v2_x0_5": "torchvision.models.shufflenet_v2_x0_5",
+}
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "timm_convnext_atto", "timm_vit_tiny"])
+def test_each_family_goes_through_every_stage_or_is_passed_on_in_one_line(family):
+    from kedro_edge.nodes.check import check_stages
+    from tests.pipelines.project import TINY
+
+    if family == "timm_convnext_atto":
+        model = {"class_path": "timm.create_model", "kwargs": {"model_name": "convnext_atto"}}
+    elif family == "timm_vit_tiny":
+        vit = {"model_name": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "depth": 2}
+        model = {"class_path": "timm.create_model", "kwargs": vit}
+    else:
+        model = {"class_path": FAMILIES[family]}
+    compression = TINY["parameters_compression.yml"]["compression"]
+    rows = {r.stage: r for r in check_stages(_splits(n=20).arrays, model, {"batch_size": 16}, compression)}
+    assert all(r.applies or "skipped" in r.detail or "fails (" in r.detail for r in rows.values())
+    assert rows["export"].applies, rows["export"]  # an INT8 graph in every case
+    if family == "shufflenet_v2_x0_5":
+        assert not rows["prune"].applies  # channel shuffle: passed on, saying so
+    else:
+        assert rows["prune"].applies and rows["prune"].macs < 0.8 * rows["teacher"].macs, rows["prune"]
+    assert all(r.applies for name, r in rows.items() if name not in ("prune", "lowrank")), rows

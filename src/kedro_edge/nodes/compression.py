@@ -3,6 +3,8 @@ teacher.onnx and model.onnx (INT8, with the layers mixed precision keeps in floa
 
 from __future__ import annotations
 
+import copy
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -11,7 +13,10 @@ from torch import nn
 
 from kedro_edge import config, data
 from kedro_edge.compress import mixed_precision, ptq, quantize, registry
+from kedro_edge.errors import KedroEdgeError
 from kedro_edge.runtimes import graph_teacher, input_contract, onnx_export
+
+log = logging.getLogger(__name__)
 
 
 def apply_technique(
@@ -22,12 +27,24 @@ def apply_technique(
     compression: dict,
     training: dict,
 ) -> tuple[nn.Module, dict | None]:
-    """Run technique ``name`` of the plan on ``module``: the new module and its report (or None)."""
+    """Run technique ``name`` of the plan on ``module``: the new module and its report (or None).
+
+    An architecture the technique cannot take (an error of the technique's library or of the
+    model's own code, not of the user's settings) passes through unchanged, in one line that names
+    the stage and the setting; the report says it was skipped.
+    """
     recipe = config.parse(config.CompressionParams, compression, "compression")
     train = config.parse(config.TrainParams, training, "training")
     technique = registry.get(name)
     ctx = registry.Context(data.Splits(model_input), train, recipe, teacher)
-    return technique.apply(module, getattr(recipe, name), ctx)
+    try:
+        return technique.apply(module, getattr(recipe, name), ctx)
+    except KedroEdgeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line instead of a traceback halfway through a run
+        why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+        log.warning("compression.%s: skipped: %s; set compression.%s.enabled: false", name, why, name)
+        return copy.deepcopy(module), ({"skipped": why} if technique.report else None)
 
 
 def technique_node(name: str) -> Callable[..., object]:
