@@ -23,6 +23,7 @@ NOT_IMPORTED = {
     "import-linter": "the `lint-imports` command: tests/test_layers.py",
     "dagster-webserver": "the `dagster-webserver` and `dagster dev` commands (README, Orchestrator: Dagster)",
     "dagster-dg-cli": "the `dg` command, behind `kedro dagster dev`",
+    "onnxscript": "torch.onnx.export(dynamo=True) imports it: a .pt2 teacher (runtimes/graph_teacher.py)",
 }
 # files of the project that only an extra's users import, with that extra
 EXTRA_FILES = {"pipelines/definitions.py": "dagster", "pipelines/sharded_release.py": "dagster"}

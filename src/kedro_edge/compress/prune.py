@@ -131,7 +131,8 @@ def unprunable(model: nn.Module, example: torch.Tensor, cfg: PruneParams) -> dic
     tried alone (two channels removed, then a forward pass), and the groups that fail are left
     alone. A model whose graph cannot be traced at all is an error naming the stage.
     """
-    ignored_names(model, cfg)  # a pattern that matches nothing is the user's error, said first
+    ignored_names(model, cfg)  # a pattern or a layer that matches nothing is the user's error, said first
+    layer_ratios(model, cfg.layer_ratios)
     # which channels go does not matter here, only whether removing them works: L2 needs no gradients
     one = cfg.model_copy(update={"steps": 1, "global_pruning": False, "importance": "l2"})
     try:

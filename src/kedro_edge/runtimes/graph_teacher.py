@@ -12,6 +12,7 @@ output named ``OUTPUT``, a dynamic batch axis.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from pathlib import Path
 from typing import Any
@@ -126,13 +127,11 @@ def _from_torchscript(path: Path, input_shape: tuple[int, ...], key: str) -> onn
 
 
 def _from_exported_program(path: Path, key: str) -> onnx.ModelProto:
-    try:
-        import onnxscript  # noqa: F401  (torch's ONNX exporter for exported programs needs it)
-    except ImportError:
+    if importlib.util.find_spec("onnxscript") is None:  # torch's exporter for exported programs needs it
         raise ConfigError(
             f"parameter '{key}': {path} is a torch.export program; turning it into ONNX needs "
             "onnxscript (pip install 'kedro-edge[export]')"
-        ) from None
+        )
     program = torch.export.load(str(path))
     try:
         return torch.onnx.export(program, dynamo=True, opset_version=18, verbose=False).model_proto
