@@ -8,6 +8,13 @@ prints exactly that line instead of a traceback.
 from kedro.io import DatasetError
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's first line (at most ``limit`` characters), or its type: what a one-line
+    error quotes of the library or user code that failed under it."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 class KedroEdgeError(Exception):
     """Base class: a user-facing failure with a one-line message."""
 

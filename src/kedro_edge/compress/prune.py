@@ -26,7 +26,7 @@ from torch.nn.utils import prune as torch_prune
 from kedro_edge.compress import heads
 from kedro_edge.compress.registry import Context, Technique, register
 from kedro_edge.data import Splits, batches
-from kedro_edge.errors import ConfigError
+from kedro_edge.errors import ConfigError, first_line
 from kedro_edge.models.footprint import footprint, output_layers
 from kedro_edge.models.training import TrainParams, accuracy, finetune
 from kedro_edge.schema import Strict
@@ -154,7 +154,7 @@ def unprunable(model: nn.Module, example: torch.Tensor, cfg: PruneParams) -> dic
             group = next(groups, None)
         except Exception as exc:  # noqa: BLE001 - the graph itself cannot be traced
             raise PruneError(
-                f"Torch-Pruning cannot trace the model ({type(exc).__name__}: {_first_line(exc)})"
+                f"Torch-Pruning cannot trace the model ({type(exc).__name__}: {first_line(exc)})"
             ) from None
         if group is None:
             more = False
@@ -166,7 +166,7 @@ def unprunable(model: nn.Module, example: torch.Tensor, cfg: PruneParams) -> dic
             with torch.no_grad():
                 trial.eval()(example)
         except Exception as exc:  # noqa: BLE001 - the pruner's or the model's own error
-            found[root] = f"{type(exc).__name__}: {_first_line(exc)}"
+            found[root] = f"{type(exc).__name__}: {first_line(exc)}"
             continue  # now left alone, the group is out of the enumeration: same index next
         index += 1
     return found
@@ -179,7 +179,7 @@ def _untraceable(model: nn.Module, example: torch.Tensor, cfg: PruneParams) -> d
         graph = _pruner(trial, example, cfg, 0.5).DG
     except Exception as exc:  # noqa: BLE001 - the graph itself cannot be traced
         raise PruneError(
-            f"Torch-Pruning cannot trace the model ({type(exc).__name__}: {_first_line(exc)})"
+            f"Torch-Pruning cannot trace the model ({type(exc).__name__}: {first_line(exc)})"
         ) from None
     found: dict[str, str] = {}
     for name, module in trial.named_modules():
@@ -189,17 +189,12 @@ def _untraceable(model: nn.Module, example: torch.Tensor, cfg: PruneParams) -> d
             prune_out = graph.get_pruner_of_module(module).prune_out_channels
             graph.get_pruning_group(module, prune_out, idxs=[0])
         except Exception as exc:  # noqa: BLE001 - the index mapping of an op it does not follow
-            found[name] = f"{type(exc).__name__}: {_first_line(exc)}"
+            found[name] = f"{type(exc).__name__}: {first_line(exc)}"
     return found
 
 
 def _name_of(model: nn.Module, module: nn.Module) -> str:
     return next((n for n, m in model.named_modules() if m is module), type(module).__name__)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 class PruneError(Exception):

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, model_validator
 from pydantic_core import PydanticCustomError
 from torch import nn
 
-from kedro_edge.errors import ConfigError
+from kedro_edge.errors import ConfigError, first_line
 from kedro_edge.models.factory import ModelSpec, build_model
 
 
@@ -118,7 +118,7 @@ def detect(path: Path, key: str = "model.checkpoint") -> SourceKind:
     try:
         return kind_of(path)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise ConfigError(f"parameter '{key}': {path} is not a PyTorch file ({_first(exc)})") from None
+        raise ConfigError(f"parameter '{key}': {path} is not a PyTorch file ({first_line(exc)})") from None
 
 
 def load_checkpoint(
@@ -141,10 +141,12 @@ def load_checkpoint(
             module = torch.load(path, map_location="cpu", weights_only=False)
         except (AttributeError, ImportError) as exc:  # the module's class is not importable here
             raise ConfigError(
-                f"parameter '{key}': {path} holds a module whose class cannot be imported ({_first(exc)})"
+                f"parameter '{key}': {path} holds a module whose class cannot be imported ({first_line(exc)})"
             ) from None
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-            raise ConfigError(f"parameter '{key}': {path} is not a PyTorch file ({_first(exc)})") from None
+            raise ConfigError(
+                f"parameter '{key}': {path} is not a PyTorch file ({first_line(exc)})"
+            ) from None
         module = module.get("model") if isinstance(module, Mapping) else module
         if not isinstance(module, nn.Module):
             raise ConfigError(f"parameter '{key}': {path} holds a {type(module).__name__}, not a module")
@@ -208,10 +210,5 @@ def _probe_shape(module: nn.Module, input_shape: Sequence[int], path: Path, key:
             module.eval()(torch.zeros(tuple(input_shape)))
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         raise ConfigError(
-            f"parameter '{key}': {path} cannot take inputs of shape {tuple(input_shape)} ({_first(exc)})"
+            f"parameter '{key}': {path} cannot take inputs of shape {tuple(input_shape)} ({first_line(exc)})"
         ) from None
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

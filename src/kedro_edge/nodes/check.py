@@ -18,7 +18,7 @@ from torch import nn
 
 from kedro_edge import config, data
 from kedro_edge.compress import ptq, quantize, registry
-from kedro_edge.errors import KedroEdgeError
+from kedro_edge.errors import KedroEdgeError, first_line
 from kedro_edge.models import build_model
 from kedro_edge.models.footprint import footprint
 from kedro_edge.nodes.training import given_teacher
@@ -85,7 +85,7 @@ def check_stages(
                 StageCheck(
                     technique.name,
                     False,
-                    f"fails ({_first(exc)}); set compression.{technique.name}.enabled: false",
+                    f"fails ({_why(exc)}); set compression.{technique.name}.enabled: false",
                 )
             )
             continue
@@ -109,7 +109,9 @@ def _export(module: nn.Module, splits: data.Splits, recipe: Any) -> StageCheck:
         raise
     except Exception as exc:  # noqa: BLE001
         return StageCheck(
-            "export", False, f"fails ({_first(exc)}); set compression.quantize.exclude or .enabled: false"
+            "export",
+            False,
+            f"fails ({_why(exc)}); set compression.quantize.exclude or .enabled: false",
         )
     quantized = sum(n.op_type == "QuantizeLinear" for n in int8.graph.node)
     return StageCheck(
@@ -159,6 +161,5 @@ def _slice(splits: data.Splits) -> data.Splits:
     return data.Splits(arrays)
 
 
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:160]}" if text else type(exc).__name__
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {first_line(exc, 160)}"

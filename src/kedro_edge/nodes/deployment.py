@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -65,7 +64,7 @@ def release_spec(
     host = ort_host.session(model_file.data)
     contract = input_contract.contract_of(host)
     if contract is not None:  # what the device app feeds: in the manifest and release.json
-        version = {**version, "preprocessing": json.loads(contract.to_json())}
+        version = {**version, "preprocessing": contract.model_dump(mode="json")}
     # a baked model's devices get the raw pixels the prepared test inputs came from
     parity_inputs = input_contract.feed(host, data.Splits(model_input).x("test")[: cfg.parity_samples])
     return ReleaseSpec(

@@ -23,7 +23,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from kedro_edge.errors import ConfigError
+from kedro_edge.errors import ConfigError, first_line
 from kedro_edge.models.footprint import Footprint
 from kedro_edge.models.sources import SourceKind
 from kedro_edge.runtimes.onnx_export import INPUT, OUTPUT, check
@@ -104,7 +104,9 @@ def load(path: Path, kind: SourceKind, input_shape: tuple[int, ...], key: str) -
         try:
             model = onnx.load(path)
         except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file
-            raise ConfigError(f"parameter '{key}': {path} is not an ONNX model ({_first(exc)})") from None
+            raise ConfigError(
+                f"parameter '{key}': {path} is not an ONNX model ({first_line(exc, 300)})"
+            ) from None
     elif kind is SourceKind.TORCHSCRIPT:
         model = _from_torchscript(path, input_shape, key)
     elif kind is SourceKind.EXPORTED_PROGRAM:
@@ -122,7 +124,9 @@ def _from_torchscript(path: Path, input_shape: tuple[int, ...], key: str) -> onn
                           output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
                           opset_version=17, dynamo=False)  # fmt: skip
     except Exception as exc:  # the TorchScript exporter's own messages
-        raise ConfigError(f"parameter '{key}': {path}: TorchScript to ONNX failed ({_first(exc)})") from None
+        raise ConfigError(
+            f"parameter '{key}': {path}: TorchScript to ONNX failed ({first_line(exc, 300)})"
+        ) from None
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -136,7 +140,9 @@ def _from_exported_program(path: Path, key: str) -> onnx.ModelProto:
     try:
         return torch.onnx.export(program, dynamo=True, opset_version=18, verbose=False).model_proto
     except Exception as exc:
-        raise ConfigError(f"parameter '{key}': {path}: torch.export to ONNX failed ({_first(exc)})") from None
+        raise ConfigError(
+            f"parameter '{key}': {path}: torch.export to ONNX failed ({first_line(exc, 300)})"
+        ) from None
 
 
 def conform(model: onnx.ModelProto, input_shape: tuple[int, ...], path: Path, key: str) -> onnx.ModelProto:
@@ -156,7 +162,7 @@ def conform(model: onnx.ModelProto, input_shape: tuple[int, ...], path: Path, ke
             model = onnx.version_converter.convert_version(model, MIN_OPSET)
         except Exception as exc:
             raise ConfigError(
-                f"parameter '{key}': {path} uses opset {opset}; {MIN_OPSET}+ is needed ({_first(exc)})"
+                f"parameter '{key}': {path} uses opset {opset}; {MIN_OPSET}+ is needed ({first_line(exc)})"
             ) from None
         graph = model.graph
     expected = [d.dim_param or d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
@@ -175,7 +181,7 @@ def conform(model: onnx.ModelProto, input_shape: tuple[int, ...], path: Path, ke
     except Exception as exc:  # ORT's errors: a shape the graph cannot take, a fixed batch size
         raise ConfigError(
             f"parameter '{key}': {path} takes inputs {expected} and cannot run a batch of the data's "
-            f"{list(input_shape[1:])} samples ({_first(exc)}); export it with a dynamic batch axis "
+            f"{list(input_shape[1:])} samples ({first_line(exc, 300)}); export it with a dynamic batch axis "
             "and set data.image_size / data.preprocessing to the size it takes"
         ) from None
     if out.ndim != 2 or out.shape[0] != 2:
@@ -194,8 +200,3 @@ def _rename(graph: onnx.GraphProto, old: str, new: str) -> None:
     for value in (*graph.input, *graph.output):
         if value.name == old:
             value.name = new
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
