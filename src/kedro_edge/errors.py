@@ -23,6 +23,10 @@ class ConfigError(KedroEdgeError, ValueError):
     """A parameter or configuration key is missing, unknown or out of range."""
 
 
+class RequiredStageError(ConfigError):
+    """A compression stage set ``required: true`` cannot take the model's architecture."""
+
+
 class DataError(KedroEdgeError, DatasetError):
     """A data file is missing, unreadable, or holds arrays of the wrong shape or dtype.
 

@@ -17,15 +17,14 @@ from torch import nn
 
 from kedro_edge import config, nodes
 from kedro_edge.compress import registry
-from kedro_edge.errors import ConfigError
+from kedro_edge.errors import ConfigError, RequiredStageError
 from kedro_edge.pipelines import create_compression_pipeline, create_validation_pipeline
 from kedro_edge.schema import Strict
 from kedro_edge.search import record
 from kedro_edge.search.space import Settings, stages, to_recipe
 
 
-class RescaleParams(Strict):
-    enabled: bool = True
+class RescaleParams(registry.TechniqueParams):
     factor: float = 2.0
 
 
@@ -76,7 +75,7 @@ def test_a_registered_technique_is_a_node_a_parameter_section_and_a_recipe_entry
         config.parse(config.CompressionParams, {"rescale": {"factr": 3.0}}, "compression")
 
     plan = nodes.plan_compression(record.disabled(), {"rescale": {"factor": 3.0}})
-    assert plan["rescale"] == {"enabled": True, "factor": 3.0}
+    assert plan["rescale"] == {"enabled": True, "required": False, "factor": 3.0}
 
 
 def test_the_search_recipe_carries_a_registered_technique(rescale_registered, teacher, example):
@@ -139,3 +138,46 @@ def test_a_technique_that_cannot_take_the_architecture_passes_it_on_in_one_line(
         "compression.fragile: skipped: RuntimeError: shape '[1, 768, 4]' is invalid for input of size 1536; "
         "set compression.fragile.enabled: false"
     ) in messages
+
+
+def test_a_required_technique_that_cannot_take_the_architecture_stops_the_run_in_one_line(teacher, splits):
+    def fails(module, params, ctx):
+        raise RuntimeError("shape '[1, 768, 4]' is invalid for input of size 1536\nmore lines")
+
+    registry.register(registry.Technique("fragile", RescaleParams, fails, output="f", report="f_report"), 45)
+    try:
+        with pytest.raises(RequiredStageError) as raised:
+            required = {"fragile": {"required": True}}
+            nodes.apply_technique("fragile", teacher, teacher, splits.arrays, required, {})
+    finally:
+        registry.unregister("fragile")
+    assert str(raised.value) == (
+        "compression.fragile.required: true but fragile cannot take this architecture: RuntimeError: "
+        "shape '[1, 768, 4]' is invalid for input of size 1536 "
+        "(set compression.fragile.required: false to pass it on)"
+    )
+
+
+def test_a_graph_teacher_stops_the_plan_when_a_torch_only_technique_is_required():
+    source = {"kind": "onnx", "path": "data/01_raw/mine.onnx", "sha256": "0" * 64}
+    plan = nodes.plan_compression(record.disabled(), {}, source)
+    assert plan["prune"]["enabled"] is False and plan["quantize"]["enabled"] is True
+    with pytest.raises(RequiredStageError) as raised:
+        nodes.plan_compression(record.disabled(), {"prune": {"required": True}}, source)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("compression.prune.required: true but prune cannot take this architecture: ")
+    assert "the teacher is a graph (onnx data/01_raw/mine.onnx)" in message
+    assert message.endswith("(set compression.prune.required: false to pass it on)")
+    # quantize applies to a graph: requiring it changes nothing
+    plan = nodes.plan_compression(record.disabled(), {"quantize": {"required": True}}, source)
+    assert plan["quantize"]["enabled"]
+
+
+def test_a_technique_whose_parameters_lack_required_is_refused_at_registration():
+    class Bare(Strict):
+        enabled: bool = True
+
+    with pytest.raises(ValueError, match="must subclass TechniqueParams"):
+        registry.register(registry.Technique("bare", Bare, rescale, output="b"), 45)
+    assert "bare" not in [t.name for t in registry.techniques()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import numpy as np
@@ -16,7 +17,7 @@ from kedro_edge.compress import heads, prune
 from kedro_edge.compress.prune import PruneParams, one_shot
 from kedro_edge.compress.registry import Context
 from kedro_edge.data import Splits
-from kedro_edge.errors import ConfigError
+from kedro_edge.errors import ConfigError, RequiredStageError
 from kedro_edge.models.footprint import footprint
 from kedro_edge.models.training import TrainParams
 from kedro_edge.runtimes.onnx_export import INPUT, to_onnx
@@ -122,6 +123,39 @@ def test_a_recurrent_net_is_passed_on_naming_the_recurrent_layer(caplog):
     ]
     assert any(r.getMessage().endswith("recurrent layers: gru; set compression.prune.enabled: false")
                for r in caplog.records)  # fmt: skip
+
+
+def test_required_pruning_of_a_recurrent_net_stops_the_run_naming_the_layer_and_the_key():
+    from kedro_edge import nodes
+
+    splits = _splits((1, 16, 16))
+    compression = {"prune": {"required": True, "steps": 1, "finetune_epochs": 0}}
+    training = {"epochs": 1, "batch_size": 16}
+    with pytest.raises(RequiredStageError) as raised:
+        nodes.apply_technique("prune", GRUNet().eval(), GRUNet().eval(), splits.arrays, compression, training)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("compression.prune.required: true but prune cannot take this architecture: ")
+    assert "Torch-Pruning cannot trace the model" in message and "recurrent layers: gru" in message
+    assert message.endswith(
+        "(set compression.prune.required: false to pass it on, or compression.prune.ignore)"
+    )
+    # not required (the default): the same net goes through, unchanged
+    compression["prune"]["required"] = False
+    out, report = nodes.apply_technique("prune", GRUNet().eval(), None, splits.arrays, compression, training)
+    assert report["method"] == "none" and isinstance(report["skipped"], str)
+
+
+def test_required_pruning_stops_kedro_edge_check_on_shufflenet():
+    from kedro_edge.nodes.check import check_stages
+    from tests.pipelines.project import TINY
+
+    compression = copy.deepcopy(TINY["parameters_compression.yml"]["compression"])
+    compression["prune"]["required"] = True
+    model = {"class_path": FAMILIES["shufflenet_v2_x0_5"]}
+    stops = r"^compression\.prune\.required: true but prune cannot take this architecture: Torch-Pruning"
+    with pytest.raises(RequiredStageError, match=stops):
+        check_stages(_splits(n=20).arrays, model, {"batch_size": 16}, compression)
 
 
 FAMILIES = {

@@ -26,16 +26,14 @@ from sklearn.cluster import KMeans
 from torch import nn
 from torch.nn.utils import parametrize
 
-from kedro_edge.compress.registry import Context, Technique, register
+from kedro_edge.compress.registry import Context, Technique, TechniqueParams, register
 from kedro_edge.data import Splits
 from kedro_edge.models.training import TrainParams, accuracy, finetune
-from kedro_edge.schema import Strict
 
 
-class ClusterParams(Strict):
+class ClusterParams(TechniqueParams):
     """Per-layer k-means weight sharing (``compress.cluster``): fewer distinct values, fewer bytes shipped."""
 
-    enabled: bool = True
     k: int = Field(16, ge=2, le=256)  # shared values per layer
     min_weights: int = Field(256, ge=1)  # layers with fewer weights stay as they are
     finetune_epochs: int = Field(1, ge=0)  # centroids trained, assignments fixed: shared stays shared

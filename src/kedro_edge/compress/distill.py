@@ -14,15 +14,13 @@ from pydantic import Field
 from torch import nn
 
 from kedro_edge.compress.quantize import prepare_qat
-from kedro_edge.compress.registry import Context, Technique, register
+from kedro_edge.compress.registry import Context, Technique, TechniqueParams, register
 from kedro_edge.data import Splits, calibration_samples
 from kedro_edge.models.factory import ModelSpec, build_model
 from kedro_edge.models.training import FitResult, LossFn, TrainParams, fit, predict
-from kedro_edge.schema import Strict
 
 
-class DistillParams(Strict):
-    enabled: bool = True
+class DistillParams(TechniqueParams):
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.7, ge=0, le=1)  # weight of the soft-target term
     epochs: int = Field(8, ge=1)

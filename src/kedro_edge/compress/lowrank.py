@@ -28,14 +28,13 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from kedro_edge.compress.registry import Context, Technique, register
+from kedro_edge.compress.registry import Context, Technique, TechniqueParams, register
 from kedro_edge.data import Splits
 from kedro_edge.models.footprint import footprint
 from kedro_edge.models.training import TrainParams, accuracy, finetune
-from kedro_edge.schema import Strict
 
 
-class LowRankParams(Strict):
+class LowRankParams(TechniqueParams):
     """Truncated-SVD factorisation of Linear and k x k Conv layers (``compress.lowrank``)."""
 
     enabled: bool = False

@@ -56,21 +56,29 @@ def layer_names(fp32: onnx.ModelProto) -> list[str]:
     return [n.name for n in fp32.graph.node if n.op_type in LAYER_OPS]
 
 
-def _accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray) -> float:
+def accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray) -> float:
+    """The fraction of ``x`` whose top class through ONNX Runtime is ``y``."""
     return float((ort_predict(session(model), x).argmax(1) == y).mean())
 
 
-def relative_p50(models: list[onnx.ModelProto], x: np.ndarray, timing: Timing) -> list[float]:
-    """Each model's batch-1 p50 as a ratio to the first's: the median over ``timing.blocks``."""
+def block_p50_ms(models: list[onnx.ModelProto], x: np.ndarray, timing: Timing) -> np.ndarray:
+    """Each model's batch-1 p50 in ms in each of ``timing.blocks`` rounds: shape (blocks, models).
+
+    Every round opens fresh sessions, in alternating order, and interleaves their queries."""
     runs, seconds = timing.per_block()
-    ratios = []
+    p50 = []
     for block in range(timing.blocks):
         order = list(range(len(models)))[:: 1 if block % 2 == 0 else -1]
         sessions = [session(models[i], timing.threads) for i in order]
         times = dict(zip(order, interleaved_ms(sessions, x[:32], timing.warmup, runs, seconds), strict=True))
-        p50 = [float(np.median(times[i])) for i in range(len(models))]
-        ratios.append([p / p50[0] for p in p50])
-    return [float(r) for r in np.median(np.asarray(ratios), axis=0)]
+        p50.append([float(np.median(times[i])) for i in range(len(models))])
+    return np.asarray(p50)
+
+
+def relative_p50(models: list[onnx.ModelProto], x: np.ndarray, timing: Timing) -> list[float]:
+    """Each model's batch-1 p50 as a ratio to the first's: the median over ``timing.blocks``."""
+    p50 = block_p50_ms(models, x, timing)
+    return [float(r) for r in np.median(p50 / p50[:, :1], axis=0)]
 
 
 def _walk(
@@ -96,10 +104,10 @@ def _sensitivity(
 ) -> list[dict[str, Any]]:
     ops = {n.name: n.op_type for n in fp32.graph.node}
     layers = layer_names(fp32)
-    base = _accuracy(fp32, val_x, val_y)
+    base = accuracy(fp32, val_x, val_y)
     rows = []
     for name in layers:
-        acc = _accuracy(quantizer.quantize(only=[name]), val_x, val_y)
+        acc = accuracy(quantizer.quantize(only=[name]), val_x, val_y)
         rows.append(
             {
                 "layer": name,
@@ -223,13 +231,13 @@ def resolve(
                     "the float regions did not make INT8 faster when timed together"
                 )
                 excluded, report, chosen = for_accuracy, accuracy_report, plain
-        accuracy = {"fp32": _accuracy(fp32, val_x, val_y), "int8": _accuracy(chosen, val_x, val_y)}
+        val_accuracy = {"fp32": accuracy(fp32, val_x, val_y), "int8": accuracy(chosen, val_x, val_y)}
     return excluded, {
         "mode": "auto",
         "split": "val",
         "n": len(val_y),
         **report,
         **timed,
-        "val_accuracy": accuracy,
+        "val_accuracy": val_accuracy,
         "sensitivity": sens,
     }

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import logging
 from collections.abc import Callable, Collection
 from dataclasses import asdict
 from typing import Annotated, Literal
@@ -24,16 +23,14 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from kedro_edge.compress import heads
-from kedro_edge.compress.registry import Context, Technique, register
+from kedro_edge.compress.registry import Context, Technique, TechniqueParams, pass_on, register
 from kedro_edge.data import Splits, batches
 from kedro_edge.errors import ConfigError, first_line
 from kedro_edge.models.footprint import footprint, output_layers
 from kedro_edge.models.training import TrainParams, accuracy, finetune
-from kedro_edge.schema import Strict
 
 
-class PruneParams(Strict):
-    enabled: bool = True
+class PruneParams(TechniqueParams):
     method: Literal["structured", "unstructured"] = "structured"
     importance: Literal["l1", "l2", "taylor", "random"] = "l2"
     ratio: float | None = Field(0.5, gt=0, lt=1)  # fraction of each layer's channels removed
@@ -58,8 +55,6 @@ class PruneParams(Strict):
             raise ValueError("unstructured pruning needs 'ratio'")
         return self
 
-
-log = logging.getLogger(__name__)
 
 # Importance criteria by parameter name (compression.prune.importance).
 IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
@@ -345,7 +340,7 @@ def apply(module: nn.Module, params: PruneParams, ctx: Context) -> tuple[nn.Modu
     except PruneError as exc:  # nothing of this model can be pruned: the stage passes it on, saying why
         rnn = recurrent(module)
         why = f"{exc}{'; recurrent layers: ' + ', '.join(rnn) if rnn else ''}"
-        log.warning("compression.prune: skipped: %s; set compression.prune.enabled: false", why)
+        pass_on("prune", params, why, instead="compression.prune.ignore")
         fp = asdict(footprint(module, ctx.splits.example()))
         left = [{"layer": n, "reason": "recurrent layer: its hidden size is not pruned"} for n in rnn]
         report = {"method": "none", "skipped": str(exc), "before": fp, "after": fp, "left_alone": left}

@@ -22,14 +22,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from kedro_edge.compress.registry import Context, Technique, register
+from kedro_edge.compress.registry import Context, Technique, TechniqueParams, register
 from kedro_edge.data import calibration_samples
 from kedro_edge.runtimes.graph_teacher import is_graph_only
-from kedro_edge.schema import Strict
 
 
-class QuantizeParams(Strict):
-    enabled: bool = True
+class QuantizeParams(TechniqueParams):
     calibration_samples: int = Field(256, ge=1)  # from the training split
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True

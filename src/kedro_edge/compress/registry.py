@@ -10,6 +10,7 @@ the gates and the search's recipe. Adding a technique is one module and one ``re
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,11 @@ from pydantic import BaseModel
 from torch import nn
 
 from kedro_edge.data import Splits
+from kedro_edge.errors import RequiredStageError
 from kedro_edge.models.training import TrainParams
+from kedro_edge.schema import Strict
+
+log = logging.getLogger(__name__)
 
 # the stage every other is compared with: the FP32 teacher, as teacher.onnx
 REFERENCE = "teacher"
@@ -35,6 +40,15 @@ class Context:
     teacher: nn.Module  # the FP32 teacher (distillation's soft targets)
 
 
+class TechniqueParams(Strict):
+    """What every technique's section (``compression.<name>``) has: whether it runs, and whether
+    the run may go on without it."""
+
+    enabled: bool = True
+    # true: an architecture this stage cannot take stops the run instead of passing through it
+    required: bool = False
+
+
 # (module, its own parameter section, context) -> (the new module, a report or None)
 Apply = Callable[[nn.Module, Any, Context], tuple[nn.Module, "dict | None"]]
 
@@ -45,7 +59,7 @@ class Technique:
 
     Attributes:
         name: its parameter section (``compression.<name>``) and its node's name.
-        params: the pydantic model of that section; it must have ``enabled``.
+        params: the pydantic model of that section (a ``TechniqueParams``: ``enabled``, ``required``).
         apply: the step itself; a disabled technique returns the module (or a copy) unchanged.
         output: the catalog dataset of the module it makes.
         report: the catalog dataset of its report, or None when it writes none.
@@ -75,8 +89,8 @@ def register(technique: Technique, position: float) -> Technique:
     """Add ``technique`` at ``position`` (built-ins: 10, 20, ... so one can go between two)."""
     if technique.row not in ("module", "int8"):
         raise ValueError(f"technique {technique.name!r}: row must be 'module' or 'int8'")
-    if "enabled" not in technique.params.model_fields:
-        raise ValueError(f"technique {technique.name!r}: its parameters need an 'enabled' field")
+    if not issubclass(technique.params, TechniqueParams):
+        raise ValueError(f"technique {technique.name!r}: its parameters must subclass TechniqueParams")
     _TECHNIQUES[technique.name] = Technique(**{**technique.__dict__, "position": position})
     for listener in _LISTENERS:
         listener()
@@ -120,12 +134,46 @@ def stages(recipe: Any) -> list[Technique]:
     return [t for t in rows if t.row == "module"] + [t for t in rows if t.row == "int8"]
 
 
-def for_graph_teacher(recipe: Any) -> tuple[Any, list[str]]:
-    """``recipe`` with every enabled technique that rewrites a torch module switched off, and
-    their names: what a teacher known only as an ONNX graph can have."""
-    off = [t.name for t in techniques() if not t.graph and getattr(recipe, t.name).enabled]
+def for_graph_teacher(recipe: Any, origin: str) -> tuple[Any, dict[str, str]]:
+    """``recipe`` with every enabled technique that rewrites a torch module switched off, and why
+    each was, by name: what a teacher known only as an ONNX graph (``origin``, e.g. ``onnx
+    mine.onnx``) can have.
+
+    Raises:
+        RequiredStageError: one of them is ``required``.
+    """
+    off = {
+        t.name: f"the teacher is a graph ({origin}) and {t.name} rewrites a torch module"
+        for t in techniques()
+        if not t.graph and getattr(recipe, t.name).enabled
+    }
+    for name, why in off.items():
+        stop_if_required(name, getattr(recipe, name), why)
     update = {name: getattr(recipe, name).model_copy(update={"enabled": False}) for name in off}
     return recipe.model_copy(update=update), off
+
+
+def stop_if_required(name: str, params: Any, why: str, instead: str | None = None) -> None:
+    """Stop the run when technique ``name`` cannot take the architecture (``why``) and its section
+    says ``required: true``: one line naming the setting to change (and ``instead``, another
+    setting that would let the stage apply).
+
+    Raises:
+        RequiredStageError: ``params.required`` is true.
+    """
+    if params.required:
+        other = f", or {instead}" if instead else ""
+        raise RequiredStageError(
+            f"compression.{name}.required: true but {name} cannot take this architecture: "
+            f"{' '.join(why.split())} (set compression.{name}.required: false to pass it on{other})"
+        )
+
+
+def pass_on(name: str, params: Any, why: str, instead: str | None = None) -> None:
+    """Say in one line that technique ``name`` passes the module on unchanged because of ``why``,
+    or stop the run if it is required (``stop_if_required``)."""
+    stop_if_required(name, params, why, instead)
+    log.warning("compression.%s: skipped: %s; set compression.%s.enabled: false", name, why, name)
 
 
 def stage_names(recipe: Any) -> list[str]:

@@ -59,10 +59,7 @@ def check_stages(
         )
     graph = graph_teacher.is_graph_only(teacher)
     rows = [StageCheck(registry.REFERENCE, True, origin, *_footprint(teacher, splits))]
-    if graph:
-        recipe, off = registry.for_graph_teacher(recipe)
-    else:
-        off = []
+    recipe, off = registry.for_graph_teacher(recipe, origin) if graph else (recipe, {})
     module = teacher
     for technique in registry.techniques():
         params = getattr(recipe, technique.name)
@@ -81,6 +78,7 @@ def check_stages(
         except KedroEdgeError:
             raise  # the user's settings: the command stops with their one line
         except Exception as exc:  # noqa: BLE001 - the architecture this stage cannot take
+            registry.stop_if_required(technique.name, params, _why(exc))  # as the run would
             rows.append(
                 StageCheck(
                     technique.name,

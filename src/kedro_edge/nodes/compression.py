@@ -4,7 +4,6 @@ teacher.onnx and model.onnx (INT8, with the layers mixed precision keeps in floa
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -12,11 +11,9 @@ import onnx
 from torch import nn
 
 from kedro_edge import config, data
-from kedro_edge.compress import mixed_precision, ptq, quantize, registry
-from kedro_edge.errors import KedroEdgeError
+from kedro_edge.compress import mixed_precision, ptq, quantize, recurrent, registry
+from kedro_edge.errors import KedroEdgeError, first_line
 from kedro_edge.runtimes import graph_teacher, input_contract, onnx_export
-
-log = logging.getLogger(__name__)
 
 
 def apply_technique(
@@ -31,7 +28,8 @@ def apply_technique(
 
     An architecture the technique cannot take (an error of the technique's library or of the
     model's own code, not of the user's settings) passes through unchanged, in one line that names
-    the stage and the setting; the report says it was skipped.
+    the stage and the setting; the report says it was skipped. With ``compression.<name>.required:
+    true`` it stops the run instead (``RequiredStageError``, one line).
     """
     recipe = config.parse(config.CompressionParams, compression, "compression")
     train = config.parse(config.TrainParams, training, "training")
@@ -42,8 +40,8 @@ def apply_technique(
     except KedroEdgeError:
         raise
     except Exception as exc:  # noqa: BLE001 - one line instead of a traceback halfway through a run
-        why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
-        log.warning("compression.%s: skipped: %s; set compression.%s.enabled: false", name, why, name)
+        why = f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
+        registry.pass_on(name, getattr(recipe, name), why)
         return copy.deepcopy(module), ({"skipped": why} if technique.report else None)
 
 
@@ -78,7 +76,8 @@ def export_model(
     student: nn.Module, model_input: dict[str, np.ndarray], compression: dict
 ) -> tuple[onnx.ModelProto, dict]:
     """model.onnx: the student's float weights through ORT's static INT8 QDQ quantizer, the layers
-    of ``quantize.exclude`` (or those ``auto`` finds on the validation split) left in float.
+    of ``quantize.exclude`` (or those ``auto`` finds on the validation split) left in float, each
+    LSTM dynamically quantized where that is measured to pay (``compress.recurrent``).
 
     The input contract goes into its metadata and, with ``data.preprocessing.bake``, in front
     of its graph (after quantization: the preprocessing nodes stay float)."""
@@ -94,10 +93,9 @@ def export_model(
         calib = data.calibration_samples(splits, cfg.quantize.calibration_samples)
         exclude, found = mixed_precision.resolve(fp32, calib, splits, cfg.quantize)
         chosen = cfg.quantize.model_copy(update={"exclude": exclude})
-        model, report = (
-            ptq.quantize_int8(fp32, calib, chosen),
-            {"quantized": True, "exclude": exclude, **found},
-        )
+        int8 = ptq.quantize_int8(fp32, calib, chosen)
+        model, rnn = recurrent.quantize_recurrent(fp32, int8, splits, chosen)
+        report = {"quantized": True, "exclude": exclude, **found, **({"recurrent": rnn} if rnn else {})}
     contract = splits.preprocessing
     if contract is not None and contract.bake:
         model = input_contract.bake(model, contract)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -16,8 +15,6 @@ from kedro_edge.fleet.inventory import Fleet
 from kedro_edge.models.sources import TeacherSource
 from kedro_edge.runtimes.graph_teacher import is_graph_only
 from kedro_edge.search.space import without_search
-
-log = logging.getLogger(__name__)
 
 
 def _search(
@@ -68,16 +65,14 @@ def plan_compression(
     """The compression parameters the rest of the pipeline runs: the chosen trial's recipe, or the
     configured one when the search is off. No candidate within budget stops the run here, before
     any model is replaced. A teacher known only as a graph gets the techniques that work on one;
-    each other one is switched off with a line saying why."""
+    each other one is switched off with a line saying why, or stops the run if it is ``required``."""
     cfg = config.parse(config.CompressionParams, compression, "compression")
     source = TeacherSource.model_validate(teacher_source or {"kind": "trained"})
     if source.kind.graph_only:
-        recipe, off = registry.for_graph_teacher(without_search(cfg))
-        for name in off:
-            log.warning(
-                "compression.%s: skipped: the teacher is a graph (%s %s) and %s rewrites a torch module",
-                name, source.kind.value, source.path, name,
-            )  # fmt: skip
+        plan = without_search(cfg)
+        recipe, off = registry.for_graph_teacher(plan, f"{source.kind.value} {source.path}")
+        for name, why in off.items():
+            registry.pass_on(name, getattr(plan, name), why)
         return recipe.model_dump(mode="json")
     if not search_record.get("enabled"):
         return without_search(cfg).model_dump(mode="json")
