@@ -44,7 +44,8 @@ def declared() -> dict[str, set[str]]:
 def imported(*folders: str) -> dict[str, str]:
     """Third-party top-level modules imported anywhere in ``folders`` (function-level imports too),
     each with the file that imports it first. A folder's ``EXTRA_FILES`` count only when named."""
-    local = LOCAL | {p.stem for f in folders for p in (ROOT / f).glob("*.py")}  # sibling scripts
+    # sibling scripts, and the tests' helpers (benchmarks put tests/ on sys.path: torchvision_shim)
+    local = LOCAL | {p.stem for f in (*folders, "tests") for p in (ROOT / f).glob("*.py")}
     found: dict[str, str] = {}
     for folder in folders:
         if folder in EXTRA_FILES:

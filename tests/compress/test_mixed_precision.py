@@ -5,6 +5,7 @@ import torch
 from onnx import TensorProto
 from torch import nn
 
+from kedro_edge.compress import mixed_precision
 from kedro_edge.compress.mixed_precision import (
     SPEED_MARGIN,
     Timing,
@@ -18,6 +19,7 @@ from kedro_edge.config import QuantizeParams
 from kedro_edge.data import Splits, calibration_samples
 from kedro_edge.errors import ConfigError
 from kedro_edge.models.training import fit
+from kedro_edge.nodes import export_model
 from kedro_edge.runtimes.onnx_export import to_onnx
 from kedro_edge.runtimes.onnxruntime import ort_predict, session
 
@@ -224,3 +226,23 @@ def test_the_fastest_float_prefix_is_kept_and_a_gain_within_the_margin_is_not():
     assert reasons["pw1"].startswith("speed: the float prefix of 3 layer(s) runs at 0.85x")
     assert reasons["mid"].startswith("accuracy: -0.80")
     assert report["int8_layers"] == 3
+
+
+def test_when_no_int8_model_beats_fp32_the_whole_model_ships_float(trained, fp32, splits, monkeypatch):
+    """MobileNetV3-Small's case here (INT8 slower than FP32 at batch 1): ``auto`` keeps it all float.
+
+    The clock is replaced by a fixed verdict (INT8 1.25x FP32's p50): the decision is under test."""
+    monkeypatch.setattr(
+        mixed_precision, "relative_p50", lambda models, x, timing: [1.0] + [1.25] * (len(models) - 1)
+    )
+    compression = {"quantize": {"exclude": "auto", "calibration_samples": 64}}
+    model, report = export_model(trained, splits.arrays, compression)
+
+    assert report["int8_pays"] is False and report["int8_layers"] == 0
+    assert report["exclude"] == layer_names(fp32)
+    assert report["excluded"][0]["reason"].startswith("speed: the best INT8 model runs at 1.25x the FP32 p50")
+    assert not [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    x = splits.x("test")
+    np.testing.assert_array_equal(
+        ort_predict(session(model), x).argmax(1), ort_predict(session(fp32), x).argmax(1)
+    )

@@ -189,6 +189,21 @@ def choose_exclusions(sens: list[dict[str, Any]], cfg: QuantizeParams) -> tuple[
     return excluded, report
 
 
+def all_float(sens: list[dict[str, Any]], ratio: float) -> tuple[list[str], dict[str, Any]]:
+    """Every layer float: the best INT8 model measured ``ratio`` times the FP32 p50, beyond the margin.
+
+    Depthwise convs, hardswish and squeeze-excitation (MobileNetV3) run slower in ORT's INT8 QDQ
+    kernels at batch 1 than in float; then no INT8 layer pays and model.onnx ships float."""
+    why = f"speed: the best INT8 model runs at {ratio:.2f}x the FP32 p50 here: the whole model stays float"
+    excluded = [row["layer"] for row in sens]
+    return excluded, {
+        "excluded": [{"layer": name, "reason": why} for name in excluded],
+        "layers": len(sens),
+        "int8_layers": 0,
+        "speed_margin": SPEED_MARGIN,
+    }
+
+
 def resolve(
     fp32: onnx.ModelProto,
     calibration: np.ndarray,
@@ -201,7 +216,9 @@ def resolve(
     A list is checked (an unknown name is a ``ConfigError`` naming the key) and returned.
     ``"auto"``: ``sensitivity`` on the validation split, then ``choose_exclusions``; the chosen
     model is then timed against FP32 and against INT8 with only the accuracy exclusions, and the
-    speed exclusions are dropped if they did not make it faster. ``timing=None``: accuracy only.
+    speed exclusions are dropped if they did not make it faster; if the chosen INT8 model is still
+    slower than FP32 beyond ``SPEED_MARGIN``, every layer stays float (``int8_pays: false``).
+    ``timing=None``: accuracy only.
     """
     if cfg.exclude != "auto":
         names = check_exclusions(fp32, cfg.exclude)
@@ -231,6 +248,11 @@ def resolve(
                     "the float regions did not make INT8 faster when timed together"
                 )
                 excluded, report, chosen = for_accuracy, accuracy_report, plain
+                chosen_ratio = plain_ratio
+            timed["int8_pays"] = chosen_ratio <= 1 + SPEED_MARGIN
+            if not timed["int8_pays"]:
+                excluded, report = all_float(sens, chosen_ratio)
+                chosen = fp32
         val_accuracy = {"fp32": accuracy(fp32, val_x, val_y), "int8": accuracy(chosen, val_x, val_y)}
     return excluded, {
         "mode": "auto",

@@ -93,7 +93,7 @@ def export_model(
         calib = data.calibration_samples(splits, cfg.quantize.calibration_samples)
         exclude, found = mixed_precision.resolve(fp32, calib, splits, cfg.quantize)
         chosen = cfg.quantize.model_copy(update={"exclude": exclude})
-        int8 = ptq.quantize_int8(fp32, calib, chosen)
+        int8 = fp32 if found.get("int8_pays") is False else ptq.quantize_int8(fp32, calib, chosen)
         model, rnn = recurrent.quantize_recurrent(fp32, int8, splits, chosen)
         report = {"quantized": True, "exclude": exclude, **found, **({"recurrent": rnn} if rnn else {})}
     contract = splits.preprocessing
