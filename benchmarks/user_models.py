@@ -38,10 +38,11 @@ and the pipeline's wall time from loading the checkpoint to ``model.onnx``.
 
 Targets. ResNet-18: ``kedro_edge`` p50 at least 6x lower than fp32 and at least 2x lower than
 the best PTQ peer's (``ort_int8_only``, ``nncf_ptq``, ``nncf_accuracy_control``), at a clean drop
-whose point estimate is at most 1.0 point. MobileNetV3-Small: ``kedro_edge`` faster than every
-peer unless that peer is more accurate by the paired interval (peer minus ours entirely above 0);
-where INT8 does not pay (a PTQ peer no faster than fp32) the JSON and the printout say so, with
-what ``kedro_edge+mixed`` kept in float and why.
+whose point estimate is at most 1.0 point. MobileNetV3-Small, for ``kedro_edge`` and for
+``kedro_edge+mixed`` each: against every peer, faster unless the peer is more accurate by the
+paired interval (peer minus ours entirely above 0), or as fast (within 3%) and more accurate by
+it; where INT8 does not pay (a PTQ peer no faster than fp32) the JSON and the printout say so,
+with what ``kedro_edge+mixed`` kept in float and why.
 
 torchvision from PyPI does not import beside this machine's CPU torch (``../shared/PITFALLS.md``):
 the script installs the two missing op schemas first (``tests/torchvision_shim.py``), the same
@@ -90,6 +91,7 @@ PTQ_PEERS = ("ort_int8_only", "nncf_ptq", "nncf_accuracy_control")
 PEERS = (*PTQ_PEERS, "tp_prune_only")
 
 IMAGE_SIZE = 96
+SEVERITY = 1.0  # the default task's distortions (catalog.yml raw_images)
 N_PER_CLASS, QUICK_N_PER_CLASS = 1000, 60  # 10,000 images: train 6,400, val 1,000, test 2,600
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 USER_MODELS = {  # the builder and how "the user" trained it (fit: AdamW, early stopping on val)
@@ -106,23 +108,21 @@ ROUNDS, QUICK_ROUNDS = 3, 2
 MIN_SPEEDUP = 6.0  # resnet18: fp32 p50 / kedro_edge p50
 MIN_VS_PTQ = 2.0  # resnet18: best PTQ peer p50 / kedro_edge p50
 MAX_DROP = 1.0  # clean points below fp32 (point estimate)
+SPEED_MARGIN = 0.03  # "as fast": within the run-to-run spread of one model's p50 (mixed_precision's margin)
 
 
 # --- data and the user's checkpoint ----------------------------------------------------------
 
 
 def colour(images: np.ndarray, seed: int = 0) -> np.ndarray:
-    """(N, H, W) grey glyphs -> (N, H, W, 3) RGB: each image gets its own ink and paper colour.
-
-    Ink and paper differ by at least 96 in mean level (else the ink is the paper's complement),
-    so every glyph stays legible while colour carries no class information."""
+    """(N, [1,] H, W) grey glyphs (uint8, or floats in 0..1) -> (N, H, W, 3) uint8 RGB: each image
+    gets its own ink and paper colour, the ink darker than the paper in every channel (a printed
+    letter under varying light), so colour carries no class information."""
     rng = np.random.default_rng(seed)
-    ink = rng.integers(0, 256, size=(len(images), 3)).astype(np.float32)
-    paper = rng.integers(0, 256, size=(len(images), 3)).astype(np.float32)
-    faint = np.abs(ink - paper).mean(1) < 96
-    ink[faint] = 255 - paper[faint]
-    grey = images.reshape(len(images), *images.shape[-2:])  # (N, H, W) or (N, 1, H, W)
-    t = grey.astype(np.float32)[..., None] / 255
+    ink = rng.integers(0, 112, size=(len(images), 3)).astype(np.float32)
+    paper = rng.integers(144, 256, size=(len(images), 3)).astype(np.float32)
+    grey = images.reshape(len(images), *images.shape[-2:]).astype(np.float32)  # (N, [1,] H, W)
+    t = (grey / 255 if images.dtype == np.uint8 else grey)[..., None]  # GlyphsDataset loads 0..1 floats
     rgb = paper[:, None, None, :] * (1 - t) + ink[:, None, None, :] * t
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
@@ -130,15 +130,15 @@ def colour(images: np.ndarray, seed: int = 0) -> np.ndarray:
 def user_data(cache: Path, quick: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The coloured 96x96 glyphs (generated once into ``cache``)."""
     n = QUICK_N_PER_CLASS if quick else N_PER_CLASS
-    path = cache / f"glyphs{IMAGE_SIZE}_{n}.npz"
-    raw = GlyphsDataset(str(path), n_per_class=n, size=IMAGE_SIZE, seed=0, severity=1.0).load()
+    path = cache / f"glyphs{IMAGE_SIZE}_{n}_{SEVERITY:g}.npz"
+    raw = GlyphsDataset(str(path), n_per_class=n, size=IMAGE_SIZE, seed=0, severity=SEVERITY).load()
     info = {
         "glyphs": str(path),
         "n_per_class": n,
         "size": IMAGE_SIZE,
         "seed": 0,
         "severity": 1.0,
-        "colour": "per image ink/paper RGB, kedro_edge benchmarks/user_models.colour(seed 0)",
+        "colour": "per image ink (0..111) / paper (144..255) RGB: benchmarks/user_models.colour, seed 0",
     }
     return {"images": colour(raw["images"]), "labels": raw["labels"]}, info
 
@@ -328,19 +328,31 @@ def evaluate_targets(
             if best is None
             else f"{best} {models[best]['latency_p50_ms']:.3f} ms = {ratio:.2f}x kedro_edge's",
         )
-    else:
-        for name, vs in comparisons.items():
-            faster = vs["peer_p50_over_ours"] > 1
-            targets[f"beats_{name}"] = bench.target(
-                f"kedro_edge faster than {name} unless {name} is more accurate (paired CI above 0)",
-                vs,
-                {"peer_p50_over_ours": "> 1", "peer_more_accurate": False},
-                faster and not vs["peer_more_accurate"],
-                f"{name} p50 = {vs['peer_p50_over_ours']:.2f}x ours; {name} - ours "
-                f"{vs['peer_minus_ours_points']:+.2f} pts "
-                f"[{vs['ci_points'][0]:+.2f}, {vs['ci_points'][1]:+.2f}]",
-            )
+    else:  # MobileNetV3-Small: the shipped pipeline and its mixed-precision export, each against every peer
+        for ours in (FINAL, MIXED):
+            if "error" in models.get(ours, {"error": "not built"}):
+                continue
+            for name in comparisons:
+                targets[f"{ours}_beats_{name}"] = beats(name, ours, models, measured, cfg)
     return targets
+
+
+def beats(name: str, ours: str, models: dict, measured: dict, cfg: config.ValidationParams) -> dict[str, Any]:
+    """Ours beats a peer at equal accuracy: faster while the peer is not more accurate by the paired
+    interval; or, at the same speed (within ``SPEED_MARGIN``), more accurate by that interval."""
+    vs = peer_comparison(name, models, measured, cfg, ours)
+    faster = vs["peer_p50_over_ours"] > 1
+    more_accurate = vs["ci_points"][1] < 0  # peer - ours entirely below 0
+    as_fast = vs["peer_p50_over_ours"] >= 1 - SPEED_MARGIN
+    return bench.target(
+        f"{ours} faster than {name} unless {name} is more accurate (paired CI above 0), or as fast "
+        f"(within {SPEED_MARGIN:.0%}) and more accurate (paired CI below 0)",
+        {**vs, "ours_more_accurate": more_accurate},
+        {"peer_p50_over_ours": "> 1", "peer_more_accurate": False},
+        (faster and not vs["peer_more_accurate"]) or (as_fast and more_accurate),
+        f"{name} p50 = {vs['peer_p50_over_ours']:.2f}x {ours}'s; {name} - {ours} "
+        f"{vs['peer_minus_ours_points']:+.2f} pts [{vs['ci_points'][0]:+.2f}, {vs['ci_points'][1]:+.2f}]",
+    )
 
 
 def int8_pays(models: dict) -> dict[str, Any]:
@@ -423,7 +435,9 @@ def run(arch: str, args: argparse.Namespace, model_input: dict, data_info: dict)
                 f"INT8 alone ({name}): p50 {verdict['p50_ratio_vs_fp32']:.2f}x fp32: "
                 f"{'pays' if verdict['pays'] else 'does NOT pay'}"
             )
-    console.print(f"mixed precision kept in float: {pays['mixed']['excluded']}")
+    kept = pays["mixed"]["excluded"] or []
+    reasons = sorted({row["reason"] for row in kept})
+    console.print(f"mixed precision (kedro_edge+mixed): {len(kept)} layer(s) float: {'; '.join(reasons)}")
     bench.print_nncf_control(models)
     bench.print_targets(targets)
     report = {
