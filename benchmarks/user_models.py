@@ -51,7 +51,7 @@ whether or not the targets pass. Run from the project root on an otherwise idle 
 (``nncf`` is in the ``bench`` extra: ``pip install -e .[bench]``):
 
     .venv/bin/python benchmarks/user_models.py [--models resnet18,mobilenet_v3_small] [--quick]
-        [--train-only] [--rounds N] [--out-dir DIR]
+        [--train-only] [--rounds N] [--out-dir DIR] [--set compression.prune.ratio=0.25 --tag r025]
 
 ``--train-only`` trains and caches the users' checkpoints and stops. ``--quick`` is a smoke test
 (a small data set, one epoch everywhere, short latency runs): its figures mean nothing.
@@ -78,6 +78,7 @@ torchvision_shim.install()
 import compression as bench  # noqa: E402  (benchmarks/compression.py: peers, measurement, tables)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from kedro_edge import config, data, nodes  # noqa: E402
 from kedro_edge.compress import ptq  # noqa: E402
@@ -404,7 +405,7 @@ def run(arch: str, args: argparse.Namespace, model_input: dict, data_info: dict)
     if args.train_only:
         return
     bench.seed_everything()
-    params = parameters(arch, checkpoint, args.quick)
+    params = bench.variant(parameters(arch, checkpoint, args.quick), args.overrides)
     validation = config.parse(config.ValidationParams, params["validation"], "validation")
     latency = QUICK_LATENCY if args.quick else LATENCY
     rounds = args.rounds or (QUICK_ROUNDS if args.quick else ROUNDS)
@@ -456,6 +457,7 @@ def run(arch: str, args: argparse.Namespace, model_input: dict, data_info: dict)
             "robustness": validation.robustness.model_dump() if validation.robustness.enabled else None,
             "torch_threads": torch.get_num_threads(),
         },
+        "parameter_overrides": args.overrides,
         "parameters": params,
         "pipeline": pipeline,
         "models": models,
@@ -465,7 +467,8 @@ def run(arch: str, args: argparse.Namespace, model_input: dict, data_info: dict)
         "phase_seconds": timings,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = args.out_dir / f"user_models_{arch}.json", args.out_dir / f"user_models_{arch}.png"
+    stem = f"user_models_{arch}{'_' + args.tag if args.tag else ''}"
+    json_path, png_path = args.out_dir / f"{stem}.json", args.out_dir / f"{stem}.png"
     json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     save_plot(models, arch, n, validation.confidence, png_path)
     console.print(f"Wrote {json_path} and {png_path}")
@@ -480,6 +483,15 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, help=f"interleaved latency rounds (default {ROUNDS})")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter of the pipeline (dotted key, YAML value), e.g. compression.prune.ratio=0.25",
+    )
+    parser.add_argument("--tag", help="suffix of the result files (user_models_<model>_<tag>.json)")
     args = parser.parse_args()
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.models if m not in USER_MODELS]
@@ -487,6 +499,12 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--models: choose from {', '.join(USER_MODELS)} (got {unknown or 'none'})")
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    args.overrides = {}
+    for item in args.sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set {item!r}: expected KEY=VALUE")
+        args.overrides[key.strip()] = yaml.safe_load(value)
     return args
 
 

@@ -29,7 +29,10 @@ def test_auto_mixed_precision_keeps_the_layers_it_reports_in_float(teacher, spli
     for name in report["exclude"]:  # float weights straight into the layer, no DequantizeLinear
         assert weighted[name].input[1] not in dequantized
     int8 = [n for name, n in weighted.items() if name not in report["exclude"]]
-    assert int8 and all(n.input[1] in dequantized for n in int8)
+    if report["int8_pays"]:
+        assert int8 and all(n.input[1] in dequantized for n in int8)
+    else:  # this tiny net's best INT8 mixture timed slower than FP32 here: it ships float, every layer
+        assert not int8 and not dequantized and report["int8_layers"] == 0
 
 
 def test_quantization_off_ships_fp32(teacher, splits):
