@@ -144,6 +144,7 @@ from torch import nn  # noqa: E402
 
 from kedro_edge import config, data, nodes  # noqa: E402
 from kedro_edge.compress import cluster as clustering  # noqa: E402
+from kedro_edge.compress import ptq  # noqa: E402
 from kedro_edge.evaluation import plots, robustness  # noqa: E402
 from kedro_edge.evaluation import stage as stage_eval  # noqa: E402
 from kedro_edge.evaluation import statistics as paired_stats  # noqa: E402
@@ -599,6 +600,41 @@ def val_top1(model: onnx.ModelProto, splits: data.Splits, batch: int) -> float:
     return float((ort_host.ort_predict(sess, splits.x("val"), batch).argmax(1) == splits.y("val")).mean())
 
 
+def ptq_peers(
+    teacher: nn.Module,
+    teacher_onnx: onnx.ModelProto,
+    calib: np.ndarray,
+    plain_int8: config.QuantizeParams,
+    splits: data.Splits,
+    max_drop: float,
+    batch: int,
+    timings: dict[str, float],
+) -> tuple[Candidate, Candidate, Candidate]:
+    """The post-training INT8 peers of an FP32 ONNX model: ORT ``quantize_static``, NNCF
+    ``quantize`` and NNCF ``quantize_with_accuracy_control`` (``max_drop`` points on val)."""
+    int8_only = Candidate("ort_int8_only", "ORT quantize_static (QDQ) of the teacher", module=teacher)
+    with phase("ORT static INT8 of the teacher (ort_int8_only)", timings):
+        attempt(int8_only, lambda: ptq.quantize_int8(teacher_onnx, calib, plain_int8))
+    nncf_default = Candidate("nncf_ptq", "NNCF quantize of the teacher ONNX, defaults", module=teacher)
+    with phase("NNCF post-training quantization (nncf_ptq)", timings):
+        attempt(nncf_default, lambda: nncf_ptq(teacher_onnx, calib))
+    control = Candidate(
+        "nncf_accuracy_control",
+        f"NNCF quantize_with_accuracy_control, max_drop {max_drop:g} pts on val",
+        module=teacher,
+        details={"max_drop_points": max_drop, "drop_type": "absolute", "metric": "top-1 on the val split"},
+    )
+    with phase("NNCF quantization with accuracy control (nncf_accuracy_control)", timings):
+        attempt(control, lambda: nncf_accuracy_control(teacher_onnx, calib, splits, max_drop, batch))
+        if control.onnx_model is not None:  # what NNCF saw: both models on the validation split
+            control.details.update(
+                fp32_val_top1=val_top1(teacher_onnx, splits, batch),
+                quantized_val_top1=val_top1(control.onnx_model, splits, batch),
+                val_n=len(splits.y("val")),
+            )
+    return int8_only, nncf_default, control
+
+
 def build_candidates(
     teacher: nn.Module,
     model_input: dict[str, np.ndarray],
@@ -617,26 +653,9 @@ def build_candidates(
     with phase("export fp32 teacher", timings):
         teacher_onnx = nodes.export_teacher(teacher, model_input, comp)
     fp32 = Candidate(FP32, "FP32 teacher, ONNX", teacher_onnx, teacher)
-    int8_only = Candidate("ort_int8_only", "ORT quantize_static (QDQ) of the teacher", module=teacher)
-    with phase("ORT static INT8 of the teacher (ort_int8_only)", timings):
-        attempt(int8_only, lambda: ptq.quantize_int8(teacher_onnx, calib, plain_int8))
-    ptq = Candidate("nncf_ptq", "NNCF quantize of the teacher ONNX, defaults", module=teacher)
-    with phase("NNCF post-training quantization (nncf_ptq)", timings):
-        attempt(ptq, lambda: nncf_ptq(teacher_onnx, calib))
-    control = Candidate(
-        "nncf_accuracy_control",
-        f"NNCF quantize_with_accuracy_control, max_drop {max_drop:g} pts on val",
-        module=teacher,
-        details={"max_drop_points": max_drop, "drop_type": "absolute", "metric": "top-1 on the val split"},
+    int8_only, nncf_default, control = ptq_peers(
+        teacher, teacher_onnx, calib, plain_int8, splits, max_drop, batch, timings
     )
-    with phase("NNCF quantization with accuracy control (nncf_accuracy_control)", timings):
-        attempt(control, lambda: nncf_accuracy_control(teacher_onnx, calib, splits, max_drop, batch))
-        if control.onnx_model is not None:  # what NNCF saw: both models on the validation split
-            control.details.update(
-                fp32_val_top1=val_top1(teacher_onnx, splits, batch),
-                quantized_val_top1=val_top1(control.onnx_model, splits, batch),
-                val_n=len(splits.y("val")),
-            )
     on_teacher = teacher_peers(teacher, model_input, params, timings)
     with phase("prune + fine-tune (tp_prune_only, and the pipeline's prune stage)", timings):
         pruned, prune_report = nodes.apply_technique("prune", teacher, teacher, model_input, comp, train)
@@ -657,7 +676,7 @@ def build_candidates(
     candidates = [
         fp32,
         int8_only,
-        ptq,
+        nncf_default,
         control,
         Candidate("tp_prune_only", "Torch-Pruning + fine-tune, FP32 ONNX", pruned_onnx, pruned),
         prune_ptq,

@@ -81,7 +81,6 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from kedro_edge import config, data, nodes  # noqa: E402
-from kedro_edge.compress import ptq  # noqa: E402
 from kedro_edge.evaluation import plots, robustness  # noqa: E402
 from kedro_edge.io import GlyphsDataset  # noqa: E402
 from kedro_edge.runtimes import onnx_export  # noqa: E402
@@ -223,22 +222,9 @@ def build_candidates(
     fp32 = bench.Candidate(
         FP32, f"the user's checkpoint ({source['kind']}), FP32 ONNX", teacher_onnx, teacher
     )
-    int8_only = bench.Candidate("ort_int8_only", "ORT quantize_static (QDQ), per channel", module=teacher)
-    with bench.phase("ORT static INT8 (ort_int8_only)", timings):
-        bench.attempt(int8_only, lambda: ptq.quantize_int8(teacher_onnx, calib, plain_int8))
-    nncf_ptq = bench.Candidate("nncf_ptq", "NNCF quantize of the FP32 ONNX, defaults", module=teacher)
-    with bench.phase("NNCF quantize (nncf_ptq)", timings):
-        bench.attempt(nncf_ptq, lambda: bench.nncf_ptq(teacher_onnx, calib))
-    control = bench.Candidate(
-        "nncf_accuracy_control",
-        f"NNCF quantize_with_accuracy_control, max_drop {max_drop:g} pts on val",
-        module=teacher,
-        details={"max_drop_points": max_drop, "drop_type": "absolute", "metric": "top-1 on the val split"},
+    int8_only, nncf_ptq, control = bench.ptq_peers(
+        teacher, teacher_onnx, calib, plain_int8, splits, max_drop, batch, timings
     )
-    with bench.phase("NNCF quantize_with_accuracy_control (nncf_accuracy_control)", timings):
-        bench.attempt(
-            control, lambda: bench.nncf_accuracy_control(teacher_onnx, calib, splits, max_drop, batch)
-        )
     with pipeline_phase("pipeline: prune + fine-tune (also the tp_prune_only peer)"):
         pruned, prune_report = nodes.apply_technique("prune", teacher, teacher, model_input, comp, train)
     with bench.phase("export the pruned model (tp_prune_only)", timings):
