@@ -66,3 +66,18 @@ def test_finetuning_recovers_accuracy(teacher, splits):
     tuned, _ = prune(teacher, splits, cfg.model_copy(update={"finetune_epochs": 2}), FAST)
     x, y = splits.x("val"), splits.y("val")
     assert accuracy(tuned, x, y) > accuracy(raw, x, y)
+
+
+def test_round_to_keeps_multiples_and_never_empties_a_layer(splits, example):
+    """round_to: 8 rounds the channels kept down to multiples of 8, but a layer never loses all of
+    them (Torch-Pruning's own rounding would leave a 12-channel layer at 50% with none)."""
+    from kedro_edge.compress.prune import one_shot
+    from kedro_edge.models import ResidualCNN
+
+    torch.manual_seed(0)
+    model = ResidualCNN(in_channels=1, num_classes=10, widths=(12, 40))
+    before = conv_out_channels(model)
+    one_shot(model, example, PruneParams(ratio=0.5, round_to=8, steps=1))
+    after = conv_out_channels(model)
+    assert after == [8 if b == 12 else 16 for b in before]  # 6 -> 8 kept (not 0); 20 -> 16
+    assert model(example).shape == (1, 10)

@@ -85,7 +85,7 @@ def _pruner(
     ignored = output_layers(model) + [
         modules[name] for name in sorted(set(left) | set(ignored_names(model, cfg)))
     ]
-    return tp.pruner.BasePruner(
+    return _RoundingPruner(
         model,
         example,
         importance=IMPORTANCES[cfg.importance](),
@@ -97,6 +97,20 @@ def _pruner(
         round_to=cfg.round_to,
         **heads.pruner_kwargs(model, ratio),
     )
+
+
+class _RoundingPruner(tp.pruner.BasePruner):
+    """Torch-Pruning's pruner whose ``round_to`` never rounds a layer down to nothing.
+
+    Torch-Pruning rounds the channels kept *down* to a multiple of ``round_to``: a layer keeping
+    fewer than ``round_to`` would lose every channel. Here it keeps one multiple (all its channels
+    when it has fewer), so ``round_to: 8`` is safe on narrow layers too.
+    """
+
+    def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
+        kept = current_channels - n_pruned
+        rounded = kept - kept % round_to or min(current_channels, round_to)
+        return max(current_channels - rounded, 0)
 
 
 def ignored_names(model: nn.Module, cfg: PruneParams) -> list[str]:
