@@ -23,9 +23,13 @@ Models, in one run, measured the same way (``kedro_edge.evaluation.stage.evaluat
                              (``validation.gates.max_accuracy_drop`` points, absolute, on the
                              validation split);
 - ``tp_prune_only``          Torch-Pruning with fine-tuning alone (the pipeline's prune stage:
-                             iterative, ``compression.prune`` as shipped), FP32 ONNX;
+                             iterative, ``compression.prune`` at the chosen ratio), FP32 ONNX;
 - ``kedro_edge``             this pipeline's ``model.onnx`` from the checkpoint with the shipped
-                             ``conf/base`` compression parameters: prune -> QAT -> distill from the
+                             ``conf/base`` compression parameters, the prune ratio chosen on the
+                             validation split as a user would: the shipped ratio, else half of it,
+                             else a quarter, the first whose ``model.onnx`` loses at most the budget
+                             (1.0 point, which NNCF's accuracy control also gets) against fp32 on
+                             the validation images: prune -> QAT -> distill from the
                              loaded teacher -> cluster -> static INT8;
 - ``kedro_edge+mixed``       the same student exported with ``quantize.exclude: auto`` (mixed
                              precision: layers whose INT8 costs accuracy or time stay float).
@@ -41,7 +45,8 @@ the best PTQ peer's (``ort_int8_only``, ``nncf_ptq``, ``nncf_accuracy_control``)
 whose point estimate is at most 1.0 point. MobileNetV3-Small, for ``kedro_edge`` and for
 ``kedro_edge+mixed`` each: against every peer, faster unless the peer is more accurate by the
 paired interval (peer minus ours entirely above 0), or as fast (within 3%) and more accurate by
-it; where INT8 does not pay (a PTQ peer no faster than fp32) the JSON and the printout say so,
+it; a peer faster but less accurate by the paired interval is not at equal accuracy and gets no
+verdict; where INT8 does not pay (a PTQ peer no faster than fp32) the JSON and the printout say so,
 with what ``kedro_edge+mixed`` kept in float and why.
 
 torchvision from PyPI does not import beside this machine's CPU torch (``../shared/PITFALLS.md``):
@@ -148,6 +153,9 @@ def parameters(arch: str, checkpoint: Path | None, quick: bool) -> dict[str, Any
     params = bench.load_parameters(bench.Architecture(None, ""), quick)
     params["data"] = {**params["data"], "image_size": IMAGE_SIZE, "preprocessing": dict(IMAGENET)}
     params["model"] = {"class_path": USER_MODELS[arch]["class_path"], "kwargs": {}}
+    # the user's accuracy budget (the targets' MAX_DROP), stated once: the release gate, NNCF's
+    # accuracy control and the choice of the prune ratio on the validation split all use it
+    params["validation"]["gates"]["max_accuracy_drop"] = MAX_DROP
     if checkpoint is not None:
         params["model"]["checkpoint"] = str(checkpoint)
     config.validate_parameters(params)
@@ -225,13 +233,33 @@ def build_candidates(
     int8_only, nncf_ptq, control = bench.ptq_peers(
         teacher, teacher_onnx, calib, plain_int8, splits, max_drop, batch, timings
     )
-    with pipeline_phase("pipeline: prune + fine-tune (also the tp_prune_only peer)"):
-        pruned, prune_report = nodes.apply_technique("prune", teacher, teacher, model_input, comp, train)
+    attempts: list[dict[str, Any]] = []
+    for ratio in ratios(params):
+        run_params = bench.variant(params, {"compression.prune.ratio": ratio})
+        started = time.perf_counter()
+        with pipeline_phase(f"pipeline at prune ratio {ratio:g}: prune + fine-tune (also tp_prune_only)"):
+            pruned, prune_report = nodes.apply_technique(
+                "prune", teacher, teacher, model_input, run_params["compression"], train
+            )
+        with pipeline_phase(f"pipeline at prune ratio {ratio:g}: QAT -> distill -> cluster -> static INT8"):
+            final, student = bench.pipeline_run(teacher, model_input, run_params, pruned)
+        attempts.append(
+            {
+                "ratio": ratio,
+                **val_drop(teacher_onnx, final.onnx_model, splits),
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        console.print(
+            f"  validation: prune ratio {ratio:g} -> {attempts[-1]['val_drop_points']:+.2f} points below "
+            f"fp32 (budget {max_drop:g}): {'kept' if attempts[-1]['within_budget'] else 'too costly'}"
+        )
+        if attempts[-1]["within_budget"]:
+            break
+    params["compression"] = run_params["compression"]  # the chosen ratio, for the mixed export
     with bench.phase("export the pruned model (tp_prune_only)", timings):
         pruned_onnx = onnx_export.to_onnx(pruned, splits.input_shape, cfg.export.opset)
-    with pipeline_phase("pipeline: QAT -> distill -> cluster -> static INT8 (kedro_edge)"):
-        final, student = bench.pipeline_run(teacher, model_input, params, pruned)
-    final.details = {**(final.details or {}), "prune_report": prune_report}
+    final.details = {**(final.details or {}), "prune_report": prune_report, "ratio_choice": attempts}
     mixed_comp = bench.variant(params, bench.MIXED)["compression"]
     mixed = bench.Candidate(MIXED, "kedro_edge's model exported with quantize.exclude: auto")
 
@@ -247,17 +275,47 @@ def build_candidates(
         nncf_ptq,
         control,
         bench.Candidate(
-            "tp_prune_only", "Torch-Pruning + fine-tune (prune stage), FP32 ONNX", pruned_onnx, pruned
+            "tp_prune_only",
+            "Torch-Pruning + fine-tune at the chosen ratio (the pipeline's prune stage), FP32 ONNX",
+            pruned_onnx,
+            pruned,
         ),
         final,
         mixed,
     ]
+    chosen = [p for p in pipeline_phases if f"ratio {attempts[-1]['ratio']:g}:" in p or "ratio" not in p]
     pipeline = {
-        "wall_seconds": round(sum(timings[p] for p in pipeline_phases), 1),
+        "wall_seconds": round(sum(timings[p] for p in chosen), 1),
+        "wall_seconds_with_rejected_ratios": round(sum(timings[p] for p in pipeline_phases), 1),
+        "ratio_choice": attempts,
         "phases": {p: timings[p] for p in pipeline_phases},
         "teacher_source": source,
     }
     return candidates, pipeline
+
+
+def ratios(params: dict) -> list[float]:
+    """The prune ratios tried, in order: the shipped one, then half of it, then a quarter (what a
+    user does when the validation split says the shipped ratio costs more than the budget)."""
+    shipped = params["compression"]["prune"]["ratio"]
+    return [round(shipped / 2**i, 4) for i in range(3)]
+
+
+def val_drop(reference, candidate, splits: data.Splits) -> dict[str, Any]:
+    """Validation points the candidate ONNX model loses against the reference (same images); the
+    test split stays unseen by the choice."""
+    from kedro_edge.search.trial import correct
+
+    ref = correct(reference.SerializeToString(), splits, "val")
+    cand = correct(candidate.SerializeToString(), splits, "val")
+    drop = round(100 * (ref.mean() - cand.mean()), 4)
+    return {
+        "val_n": int(len(ref)),
+        "fp32_val_accuracy": float(ref.mean()),
+        "val_accuracy": float(cand.mean()),
+        "val_drop_points": drop,
+        "within_budget": drop <= MAX_DROP,
+    }
 
 
 # --- targets -----------------------------------------------------------------------------------
@@ -326,19 +384,27 @@ def evaluate_targets(
 
 def beats(name: str, ours: str, models: dict, measured: dict, cfg: config.ValidationParams) -> dict[str, Any]:
     """Ours beats a peer at equal accuracy: faster while the peer is not more accurate by the paired
-    interval; or, at the same speed (within ``SPEED_MARGIN``), more accurate by that interval."""
+    interval; or, at the same speed (within ``SPEED_MARGIN``), more accurate by that interval. A peer
+    less accurate by the paired interval is not at equal accuracy: no verdict."""
     vs = peer_comparison(name, models, measured, cfg, ours)
     faster = vs["peer_p50_over_ours"] > 1
     more_accurate = vs["ci_points"][1] < 0  # peer - ours entirely below 0
     as_fast = vs["peer_p50_over_ours"] >= 1 - SPEED_MARGIN
+    summary = (
+        f"{name} p50 = {vs['peer_p50_over_ours']:.2f}x {ours}'s; {name} - {ours} "
+        f"{vs['peer_minus_ours_points']:+.2f} pts [{vs['ci_points'][0]:+.2f}, {vs['ci_points'][1]:+.2f}]"
+    )
+    passed = (faster and not vs["peer_more_accurate"]) or (as_fast and more_accurate)
+    if more_accurate and not passed:
+        passed, summary = None, f"not at equal accuracy: {summary}"
     return bench.target(
         f"{ours} faster than {name} unless {name} is more accurate (paired CI above 0), or as fast "
-        f"(within {SPEED_MARGIN:.0%}) and more accurate (paired CI below 0)",
+        f"(within {SPEED_MARGIN:.0%}) and more accurate (paired CI below 0); no verdict when {name} "
+        "is less accurate by the paired CI and faster (not at equal accuracy)",
         {**vs, "ours_more_accurate": more_accurate},
         {"peer_p50_over_ours": "> 1", "peer_more_accurate": False},
-        (faster and not vs["peer_more_accurate"]) or (as_fast and more_accurate),
-        f"{name} p50 = {vs['peer_p50_over_ours']:.2f}x {ours}'s; {name} - {ours} "
-        f"{vs['peer_minus_ours_points']:+.2f} pts [{vs['ci_points'][0]:+.2f}, {vs['ci_points'][1]:+.2f}]",
+        passed,
+        summary,
     )
 
 
