@@ -22,8 +22,10 @@ Models, in one run, measured the same way (``kedro_edge.evaluation.stage.evaluat
 - ``nncf_accuracy_control``  NNCF ``quantize_with_accuracy_control`` at the pipeline's budget
                              (``validation.gates.max_accuracy_drop`` points, absolute, on the
                              validation split);
-- ``tp_prune_only``          Torch-Pruning with fine-tuning alone (the pipeline's prune stage:
-                             iterative, ``compression.prune`` at the chosen ratio), FP32 ONNX;
+- ``tp_prune_only``          Torch-Pruning with fine-tuning alone at the chosen ratio: the
+                             pipeline's prune stage (iterative, ``compression.prune``) with the
+                             L2 magnitude importance and a fine-tune on the labels, whatever the
+                             pipeline's ``importance`` and ``recover`` say, FP32 ONNX;
 - ``kedro_edge``             this pipeline's ``model.onnx`` from the checkpoint with the shipped
                              ``conf/base`` compression parameters, the prune ratio chosen on the
                              validation split as a user would: the shipped ratio, else half of it,
@@ -257,6 +259,19 @@ def build_candidates(
         if attempts[-1]["within_budget"]:
             break
     params["compression"] = run_params["compression"]  # the chosen ratio, for the mixed export
+    plain = {"compression.prune.importance": "l2", "compression.prune.recover": "labels"}
+    plain_params = bench.variant(run_params, plain)
+
+    def prune_cfg(p: dict) -> Any:
+        return config.parse(config.CompressionParams, p["compression"], "compression").prune
+
+    if prune_cfg(plain_params) != prune_cfg(run_params):
+        with bench.phase(
+            "Torch-Pruning + fine-tune on the labels at the chosen ratio (tp_prune_only)", timings
+        ):
+            pruned, _ = nodes.apply_technique(
+                "prune", teacher, teacher, model_input, plain_params["compression"], train
+            )
     with bench.phase("export the pruned model (tp_prune_only)", timings):
         pruned_onnx = onnx_export.to_onnx(pruned, splits.input_shape, cfg.export.opset)
     final.details = {**(final.details or {}), "prune_report": prune_report, "ratio_choice": attempts}
@@ -276,7 +291,7 @@ def build_candidates(
         control,
         bench.Candidate(
             "tp_prune_only",
-            "Torch-Pruning + fine-tune at the chosen ratio (the pipeline's prune stage), FP32 ONNX",
+            "Torch-Pruning (L2) + fine-tune on the labels at the chosen ratio, FP32 ONNX",
             pruned_onnx,
             pruned,
         ),

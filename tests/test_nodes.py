@@ -54,3 +54,18 @@ def test_a_smaller_student_architecture_is_distilled_from_the_teacher(teacher, s
 
     plain = to_float(student)
     assert isinstance(plain, ResidualCNN) and conv_out_channels(plain) == [4, 4, 4]
+
+
+def test_the_sample_size_check_warns_before_training_when_n_is_too_small(splits, caplog):
+    # the digits' test split (~360 images) cannot show a 0.5-point drop at 3% discordance
+    n = len(splits.y("test"))
+    with caplog.at_level("WARNING"):
+        report = nodes.check_sample_size(splits.arrays, {"gates": {"max_accuracy_drop": 0.5}})
+    assert report["test_n"] == n and report["half_width_points"] > 1.5
+    assert report["warnings"] and f"n = {n:,} test images give ±" in caplog.text
+    assert (
+        nodes.check_sample_size(
+            splits.arrays, {"gates": {"max_accuracy_drop": 3.0, "max_robust_accuracy_drop": 4.0}}
+        )["warnings"]
+        == []
+    )

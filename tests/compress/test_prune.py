@@ -81,3 +81,23 @@ def test_round_to_keeps_multiples_and_never_empties_a_layer(splits, example):
     after = conv_out_channels(model)
     assert after == [8 if b == 12 else 16 for b in before]  # 6 -> 8 kept (not 0); 20 -> 16
     assert model(example).shape == (1, 10)
+
+
+def test_recovering_from_the_teacher_fine_tunes_on_its_soft_targets(teacher, splits, monkeypatch):
+    from kedro_edge.compress import prune as prune_module
+    from kedro_edge.models.training import predict
+
+    seen = []
+    real = prune_module.finetune
+    monkeypatch.setattr(prune_module, "finetune", lambda *a, **kw: (seen.append(kw), real(*a, **kw))[1])
+    cfg = PruneParams(ratio=0.5, steps=1, finetune_epochs=1)
+    by_labels, _ = prune(teacher, splits, cfg, FAST)
+    by_teacher, report = prune(teacher, splits, cfg.model_copy(update={"recover": "teacher"}), FAST)
+    assert report["recover"] == "teacher"
+    assert seen[0] == {} and seen[1]["targets"].shape == (len(splits.y("train")), 10)
+    assert (seen[1]["targets"] == predict(teacher, splits.x("train"))).all()  # the teacher's logits
+    # a different loss: different weights from the same pruned start
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(by_labels.state_dict().values(), by_teacher.state_dict().values(), strict=True)
+    )

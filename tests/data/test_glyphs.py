@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kedro_edge.data import Splits, check_arrays, split_arrays
-from kedro_edge.data.glyphs import CLASSES, FONT_FILES, GlyphSpec, font_dir, generate, render
+from kedro_edge.data.glyphs import CLASSES, FONT_FILES, GlyphSpec, font_dir, generate, generate_masks, render
 from kedro_edge.io import GlyphsDataset
 from kedro_edge.models import ResidualCNN
 from kedro_edge.models.training import accuracy, fit
@@ -23,6 +23,19 @@ def test_images_are_the_same_bytes_whatever_the_order():
     assert np.array_equal(render(17, int(labels[17]), spec), images[17])  # one image alone: same bytes
     assert np.array_equal(generate(spec)[0], images)
     assert not np.array_equal(generate(GlyphSpec(n_per_class=3, seed=8))[0], images)
+
+
+def test_masks_mark_the_letters_strokes_with_its_class_in_the_same_images():
+    spec = GlyphSpec(n_per_class=3, seed=7)
+    images, masks, labels = generate_masks(spec)
+    assert np.array_equal(images, generate(spec)[0])  # the same images as without masks
+    for image, mask, label in zip(images, masks, labels, strict=True):
+        assert set(np.unique(mask)) == {0, label + 1}  # background and this image's letter
+        assert image[mask > 0].mean() > image[mask == 0].mean() + 40  # the strokes are the ink
+    # drawn clean, the mask is the bright pixels
+    clean_images, clean_masks, _ = generate_masks(GlyphSpec(n_per_class=3, severity=0))
+    ink, marked = clean_images >= 128, clean_masks > 0
+    assert (ink & marked).sum() / (ink | marked).sum() > 0.9
 
 
 def test_the_dataset_generates_once_and_regenerates_when_the_spec_changes(tmp_path):

@@ -3,7 +3,7 @@ import pytest
 
 from kedro_edge.config import GateParams
 from kedro_edge.errors import GateError
-from kedro_edge.evaluation.gates import enforce, evaluate_gates
+from kedro_edge.evaluation.gates import enforce, evaluate_gates, sample_size_warnings
 from kedro_edge.evaluation.records import Agreement, StageComparison
 from kedro_edge.evaluation.statistics import paired
 from tests.stage_figures import stage_figures
@@ -85,3 +85,30 @@ def test_null_switches_a_gate_off():
         max_accuracy_drop=None, max_robust_accuracy_drop=None, min_size_reduction=None, min_agreement=None
     )
     assert evaluate_gates(*_metrics(lost=4000), params) == []
+
+
+def test_a_test_split_too_small_for_the_budget_is_said_before_training():
+    # 780 images, 3% discordance: +-1.22 points, so a 0.5-point budget can never pass
+    lines = sample_size_warnings(780, GateParams(max_accuracy_drop=0.5, max_robust_accuracy_drop=2.0), 0.95)
+    assert len(lines) == 1
+    assert lines[0].startswith("n = 780 test images give ±1.22 points")
+    assert "0.5-point validation.gates.max_accuracy_drop budget needs about 4,610" in lines[0]
+    # the default split (5,200 images) fits the shipped 0.5-point budget; point decisions never warn
+    assert sample_size_warnings(5200, GateParams(max_accuracy_drop=0.5), 0.95) == []
+    assert sample_size_warnings(780, GateParams(max_accuracy_drop=0.5, accuracy_decision="point"), 0.95) == []
+
+
+def test_a_refusal_by_a_too_wide_interval_says_how_many_images_would_do():
+    # 1,000 images with 40 discordant and no net loss: the interval alone exceeds a 0.5 budget
+    teacher = np.ones(1000, bool)
+    model = teacher.copy()
+    model[:20] = False
+    teacher[-20:] = False
+    vs_teacher = StageComparison(clean=paired(teacher, model), robust=None)
+    stages = {
+        "teacher": stage_figures(size_bytes=1000),
+        "int8": stage_figures(size_bytes=100, torch_vs_onnx=Agreement(1.0, 0.0), vs_teacher=vs_teacher),
+    }
+    result = evaluate_gates(stages, "int8", GateParams(max_accuracy_drop=0.5))[0]
+    assert not result.passed
+    assert "it needs about 6,147 images" in result.reason

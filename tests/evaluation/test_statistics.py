@@ -74,3 +74,23 @@ def test_identical_models_differ_by_nothing():
 def test_paired_needs_the_same_images():
     with pytest.raises(ValueError, match="equal-length"):
         statistics.paired(np.ones(5, bool), np.ones(6, bool))
+
+
+def test_the_half_width_of_a_paired_difference_matches_its_bootstrap():
+    # 5,000 images, 3% discordant and balanced: the bootstrap interval is the normal one
+    n, discordant = 5000, 150
+    ref = np.ones(n, bool)
+    cand = ref.copy()
+    cand[: discordant // 2] = False
+    ref[n - discordant // 2 :] = False
+    boot = statistics.paired(ref, cand)
+    half = statistics.paired_half_width(n, discordant / n)
+    assert half == pytest.approx((boot.ci_high_points - boot.ci_low_points) / 2, rel=0.05)
+    assert half == pytest.approx(0.48, abs=0.01)
+
+
+def test_images_needed_gives_a_half_width_of_the_budget():
+    needed = statistics.images_needed(0.5, 0.03)
+    assert needed == 4610  # 1.96^2 * 0.03 / 0.005^2
+    assert statistics.paired_half_width(needed, 0.03) == pytest.approx(0.5, abs=0.001)
+    assert statistics.images_needed(1.0, 0.03) < needed / 3.9  # four times fewer for twice the budget

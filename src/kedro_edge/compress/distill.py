@@ -16,6 +16,7 @@ from torch import nn
 from kedro_edge.compress.quantize import prepare_qat
 from kedro_edge.compress.registry import Context, Technique, TechniqueParams, register
 from kedro_edge.data import Splits, calibration_samples
+from kedro_edge.data.perturb import AugmentParams, augment_batch
 from kedro_edge.models.factory import ModelSpec, build_model
 from kedro_edge.models.training import FitResult, LossFn, TrainParams, fit, predict
 
@@ -27,6 +28,8 @@ class DistillParams(TechniqueParams):
     lr: float = Field(1e-3, gt=0)
     patience: int = Field(4, ge=1)
     student: ModelSpec | None = None  # a smaller architecture instead of the pruned teacher
+    # train on perturbed inputs (the kinds validation.robustness tests): off as shipped
+    augment: AugmentParams = AugmentParams()
 
 
 def distillation_loss(
@@ -61,21 +64,31 @@ def distill(
 ) -> FitResult:
     """Train ``student`` in place against the frozen ``teacher``'s soft targets.
 
-    The teacher's logits are computed once for the training split (no augmentation, so they
-    never change): each epoch then costs the student's passes only.
+    Without augmentation the teacher's logits are computed once for the training split: each
+    epoch then costs the student's passes only. With ``augment`` a share of every batch is
+    perturbed and the teacher is asked again about the images the student actually sees.
     """
+    common = {
+        "epochs": cfg.epochs,
+        "batch_size": train.batch_size,
+        "lr": cfg.lr,
+        "weight_decay": train.weight_decay,
+        "patience": cfg.patience,
+        "seed": train.seed,
+        "loss_fn": loss_of(cfg),
+    }
+    if not cfg.augment.enabled:
+        return fit(
+            student, splits, **common, description="distill", targets=predict(teacher, splits.x("train"))
+        )
+    teacher.eval()
     return fit(
         student,
         splits,
-        epochs=cfg.epochs,
-        batch_size=train.batch_size,
-        lr=cfg.lr,
-        weight_decay=train.weight_decay,
-        patience=cfg.patience,
-        seed=train.seed,
-        loss_fn=loss_of(cfg),
-        description="distill",
-        targets=predict(teacher, splits.x("train")),
+        **common,
+        description="distill (augmented)",
+        augment=lambda x, rng: augment_batch(x, cfg.augment, splits.preprocessing, rng),
+        target_fn=teacher,
     )
 
 

@@ -27,7 +27,7 @@ from kedro_edge.compress.registry import Context, Technique, TechniqueParams, pa
 from kedro_edge.data import Splits, batches
 from kedro_edge.errors import ConfigError, first_line
 from kedro_edge.models.footprint import footprint, output_layers
-from kedro_edge.models.training import TrainParams, accuracy, finetune
+from kedro_edge.models.training import TrainParams, accuracy, finetune, predict
 
 
 class PruneParams(TechniqueParams):
@@ -38,6 +38,9 @@ class PruneParams(TechniqueParams):
     steps: int = Field(3, ge=1)  # iterative schedule: prune a little, fine-tune, repeat
     finetune_epochs: int = Field(2, ge=0)
     lr: float = Field(1e-3, gt=0)
+    # what each step's fine-tune learns from: the labels, or the teacher's soft targets (the
+    # distillation loss of compression.distill): small nets recover far more of what a step cost
+    recover: Literal["labels", "teacher"] = "labels"
     global_pruning: bool = False
     round_to: int | None = Field(None, ge=1)  # keep channel counts multiples of this
     # per-layer ratios by module name (what the search chooses, NetAdapt-style); layers not
@@ -246,10 +249,25 @@ def _accumulate_gradients(model: nn.Module, splits: Splits, batch_size: int, n_b
         F.cross_entropy(model(xb), yb).backward()
 
 
+def _recovery(cfg: PruneParams, reference: nn.Module | None, splits: Splits) -> dict:
+    """``finetune``'s loss and targets for ``cfg.recover``: the labels, or ``reference``'s soft targets."""
+    if cfg.recover == "labels" or reference is None:
+        return {}
+    from kedro_edge.compress.distill import DistillParams, loss_of
+
+    return {"loss_fn": loss_of(DistillParams()), "targets": predict(reference, splits.x("train"))}
+
+
 def structured_prune(
-    teacher: nn.Module, splits: Splits, cfg: PruneParams, train: TrainParams
+    teacher: nn.Module,
+    splits: Splits,
+    cfg: PruneParams,
+    train: TrainParams,
+    reference: nn.Module | None = None,
 ) -> tuple[nn.Module, dict]:
-    """Remove channels in ``cfg.steps`` steps with fine-tuning after each; return the student and a report."""
+    """Remove channels in ``cfg.steps`` steps with fine-tuning after each; return the student and a
+    report. ``reference`` (the pipeline's teacher) gives the soft targets of ``recover: teacher``."""
+    recovery = _recovery(cfg, reference if reference is not None else teacher, splits)
     model = copy.deepcopy(teacher)
     example = splits.example()
     before = footprint(model, example)
@@ -269,6 +287,7 @@ def structured_prune(
             train,
             train.seed + step,
             f"prune step {step + 1}/{cfg.steps}",
+            **recovery,
         )
         now = footprint(model, example)
         steps.append(
@@ -282,6 +301,7 @@ def structured_prune(
     report = {
         "method": "structured",
         "importance": cfg.importance,
+        "recover": cfg.recover,
         "channel_ratio": ratio,
         "before": asdict(before),
         "after": asdict(after),
@@ -310,7 +330,11 @@ def recurrent(model: nn.Module) -> list[str]:
 
 
 def unstructured_prune(
-    teacher: nn.Module, splits: Splits, cfg: PruneParams, train: TrainParams
+    teacher: nn.Module,
+    splits: Splits,
+    cfg: PruneParams,
+    train: TrainParams,
+    reference: nn.Module | None = None,
 ) -> tuple[nn.Module, dict]:
     """Zero the smallest ``cfg.ratio`` of all conv/linear weights (global L1), fine-tune, make permanent.
 
@@ -321,7 +345,10 @@ def unstructured_prune(
     example = splits.example()
     targets = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=cfg.ratio)
-    finetune(model, splits, cfg.finetune_epochs, cfg.lr, train, train.seed, "unstructured fine-tune")
+    recovery = _recovery(cfg, reference if reference is not None else teacher, splits)
+    finetune(
+        model, splits, cfg.finetune_epochs, cfg.lr, train, train.seed, "unstructured fine-tune", **recovery
+    )
     for module, name in targets:
         torch_prune.remove(module, name)
     zeros = sum(int((m.weight == 0).sum()) for m, _ in targets)
@@ -340,17 +367,24 @@ def unstructured_prune(
 PRUNERS = {"structured": structured_prune, "unstructured": unstructured_prune}
 
 
-def prune(teacher: nn.Module, splits: Splits, cfg: PruneParams, train: TrainParams) -> tuple[nn.Module, dict]:
-    """Run the pruning method named by ``cfg.method``; disabled pruning returns a copy."""
+def prune(
+    teacher: nn.Module,
+    splits: Splits,
+    cfg: PruneParams,
+    train: TrainParams,
+    reference: nn.Module | None = None,
+) -> tuple[nn.Module, dict]:
+    """Run the pruning method named by ``cfg.method``; disabled pruning returns a copy. ``reference``:
+    the model whose soft targets ``recover: teacher`` learns (default: the model being pruned)."""
     if not cfg.enabled:
         fp = asdict(footprint(teacher, splits.example()))
         return copy.deepcopy(teacher).eval(), {"method": "none", "before": fp, "after": fp}
-    return PRUNERS[cfg.method](teacher, splits, cfg, train)
+    return PRUNERS[cfg.method](teacher, splits, cfg, train, reference)
 
 
 def apply(module: nn.Module, params: PruneParams, ctx: Context) -> tuple[nn.Module, dict]:
     try:
-        return prune(module, ctx.splits, params, ctx.train)
+        return prune(module, ctx.splits, params, ctx.train, ctx.teacher)
     except PruneError as exc:  # nothing of this model can be pruned: the stage passes it on, saying why
         rnn = recurrent(module)
         why = f"{exc}{'; recurrent layers: ' + ', '.join(rnn) if rnn else ''}"

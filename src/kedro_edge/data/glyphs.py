@@ -106,6 +106,12 @@ def _clutter(draw, rng: np.random.Generator, severity: float) -> None:
 
 def render(index: int, label: int, spec: GlyphSpec) -> np.ndarray:
     """One (size, size) uint8 image of class ``label``, determined by ``(spec.seed, index)``."""
+    return render_with_mask(index, label, spec)[0]
+
+
+def render_with_mask(index: int, label: int, spec: GlyphSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The image of ``render`` and its (size, size) uint8 mask: ``label + 1`` on the letter's
+    strokes (drawn and warped as in the image, without clutter, blur or noise), 0 elsewhere."""
     from PIL import Image, ImageDraw, ImageFilter
 
     rng = np.random.default_rng([spec.seed, index])
@@ -124,10 +130,11 @@ def render(index: int, label: int, spec: GlyphSpec) -> np.ndarray:
         stroke_width=stroke,
         stroke_fill=255,
     )
+    glyph = img.copy()
     if sev > 0:
-        img = img.transform(
-            img.size, Image.Transform.AFFINE, _affine(rng, sev), resample=Image.Resampling.BILINEAR
-        )
+        warp = _affine(rng, sev)
+        img = img.transform(img.size, Image.Transform.AFFINE, warp, resample=Image.Resampling.BILINEAR)
+        glyph = img.copy()
         _clutter(ImageDraw.Draw(img), rng, sev)
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.6) * sev))
     img = img.resize((spec.size, spec.size), Image.Resampling.BILINEAR)
@@ -135,7 +142,8 @@ def render(index: int, label: int, spec: GlyphSpec) -> np.ndarray:
     background, foreground = rng.uniform(0, 0.35 * sev), rng.uniform(1 - 0.35 * sev, 1.0)
     x = background + (foreground - background) * x
     x = x + rng.normal(0, rng.uniform(0, 0.12) * sev, size=x.shape)
-    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+    strokes = np.asarray(glyph.resize((spec.size, spec.size), Image.Resampling.BILINEAR)) >= 128
+    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8), (strokes * (label + 1)).astype(np.uint8)
 
 
 def generate(
@@ -145,9 +153,29 @@ def generate(
 
     ``progress`` wraps the index range (e.g. a rich ``track``) for long runs.
     """
+    images, _, labels = _generate(spec, progress, masks=False)
+    return images, labels
+
+
+def generate_masks(
+    spec: GlyphSpec, progress: Callable[[range], Iterable[int]] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(images, masks (N, size, size) uint8, labels)``: the images of ``generate`` and, per
+    pixel, 0 for background or ``label + 1`` on the letter (the segmentation task's targets)."""
+    images, masks, labels = _generate(spec, progress, masks=True)
+    assert masks is not None
+    return images, masks, labels
+
+
+def _generate(
+    spec: GlyphSpec, progress: Callable[[range], Iterable[int]] | None, masks: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     n = spec.n_per_class * len(CLASSES)
     labels = np.arange(n, dtype=np.int64) % len(CLASSES)
     images = np.empty((n, spec.size, spec.size), dtype=np.uint8)
+    out = np.empty_like(images) if masks else None
     for i in progress(range(n)) if progress else range(n):
-        images[i] = render(i, int(labels[i]), spec)
-    return images, labels
+        images[i], mask = render_with_mask(i, int(labels[i]), spec)
+        if out is not None:
+            out[i] = mask
+    return images, out, labels

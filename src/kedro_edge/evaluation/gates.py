@@ -14,6 +14,7 @@ from pydantic import Field
 
 from kedro_edge.compress.registry import REFERENCE
 from kedro_edge.errors import GateError
+from kedro_edge.evaluation import statistics
 from kedro_edge.schema import Strict
 
 if TYPE_CHECKING:  # records import GateResult from here
@@ -31,6 +32,9 @@ class GateParams(Strict):
     accuracy_decision: Literal["upper_bound", "point"] = "upper_bound"
     min_size_reduction: float | None = Field(4.0, ge=1)  # teacher.onnx bytes / model.onnx bytes
     min_agreement: float | None = Field(0.98, ge=0, le=1)  # torch vs ONNX top-1, final model
+    # share of test images right for only one of teacher and final model, assumed before training
+    # to say whether the test split is large enough for the drop budgets (measured 1-6 % here)
+    planning_discordance: float = Field(0.03, gt=0, lt=1)
 
 
 @dataclass(frozen=True)
@@ -56,15 +60,37 @@ def _drop_gate(gate: str, comparison: PairedComparison, limit: float, decision: 
     ok = value <= limit
     pct = round(100 * comparison.confidence)
     judged = f"upper {pct}% bound {high:.2f}" if decision == "upper_bound" else f"drop {drop:.2f}"
-    return GateResult(
-        gate,
-        ok,
-        value,
-        limit,
+    reason = (
         f"{what} drop {drop:.2f} points, paired {pct}% CI [{low:.2f}, {high:.2f}], "
         f"McNemar p={comparison.p_value:.3g}, n={comparison.n}: "
-        f"{judged} {'<=' if ok else '>'} {limit:.2f}",
+        f"{judged} {'<=' if ok else '>'} {limit:.2f}"
     )
+    discordance = (comparison.only_reference_right + comparison.only_candidate_right) / comparison.n
+    if not ok and decision == "upper_bound" and discordance > 0 and (high - low) / 2 > limit > 0:
+        needed = statistics.images_needed(limit, discordance, comparison.confidence)
+        reason += f" (the interval alone is wider than the budget: it needs about {needed:,} images)"
+    return GateResult(gate, ok, value, limit, reason)
+
+
+def sample_size_warnings(n: int, params: GateParams, confidence: float) -> list[str]:
+    """One line per drop gate that ``n`` test images cannot pass even at no loss: the paired
+    interval's half-width at ``params.planning_discordance`` is wider than its budget. Said before
+    training, so the user can grow the test split instead of learning it from a refusal."""
+    if params.accuracy_decision != "upper_bound":
+        return []
+    half = statistics.paired_half_width(n, params.planning_discordance, confidence)
+    lines = []
+    for gate in ("max_accuracy_drop", "max_robust_accuracy_drop"):
+        budget = getattr(params, gate)
+        if budget is not None and half >= budget > 0:  # a 0 budget is no n's to pass: the user chose it
+            needed = statistics.images_needed(budget, params.planning_discordance, confidence)
+            lines.append(
+                f"n = {n:,} test images give ±{half:.2f} points (paired {round(100 * confidence)}%, if "
+                f"{100 * params.planning_discordance:g}% of images change their answer: "
+                f"validation.gates.planning_discordance); the {budget:g}-point validation.gates.{gate} "
+                f"budget needs about {needed:,}: grow data.test_fraction or the data, or raise the budget"
+            )
+    return lines
 
 
 def max_accuracy_drop(

@@ -137,6 +137,60 @@ def _paired_panel(ax, stages: Mapping[str, StageFigures], names: list[str], colo
         ax.legend(loc="lower left", fontsize=8, title="filled: clean, hollow: robust", title_fontsize=7)
 
 
+def robustness_curve_figure(record: Mapping) -> Figure:
+    """Left: each stage's accuracy against the perturbation's severity (0 = clean), with its
+    interval. Right: each stage's paired change vs the reference on the same perturbed images;
+    the dashed line marks the severity the gate judges."""
+    names = list(record["stages"])
+    colors = plt.cm.viridis([i / max(1, len(names) - 1) for i in range(len(names))])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    if not record["severities"]:
+        for ax in (left, right):
+            ax.text(
+                0.5,
+                0.5,
+                "robustness off (validation.robustness.enabled)",
+                ha="center",
+                transform=ax.transAxes,
+            )
+        return fig
+    for i, name in enumerate(names):
+        pts = record["stages"][name]
+        sev = [p["severity"] for p in pts]
+        acc = [100 * p["accuracy"] for p in pts]
+        err = [[a - 100 * p["accuracy_ci"][0] for a, p in zip(acc, pts, strict=True)],
+               [100 * p["accuracy_ci"][1] - a for a, p in zip(acc, pts, strict=True)]]  # fmt: skip
+        left.errorbar(sev, acc, yerr=err, marker="o", capsize=3, color=colors[i], label=name)
+        paired = [(p["severity"], p["vs_reference"]) for p in pts if p["vs_reference"]]
+        if paired:
+            d = [v["diff_points"] for _, v in paired]
+            right.errorbar(
+                [s_ + 0.015 * i for s_, _ in paired],
+                d,
+                yerr=[
+                    [x - v["ci_low_points"] for x, (_, v) in zip(d, paired, strict=True)],
+                    [v["ci_high_points"] - x for x, (_, v) in zip(d, paired, strict=True)],
+                ],  # fmt: skip
+                marker="o",
+                capsize=3,
+                color=colors[i],
+                label=name,
+            )
+    for ax in (left, right):
+        ax.axvline(record["gate_severity"], color="grey", ls="--", lw=0.8)
+        ax.set_xlabel(f"severity (× the configured {' + '.join(record['perturbations'])}; 0 = clean)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    pct = round(100 * record["confidence"])
+    left.set_ylabel(f"test accuracy (%), {pct}% CI, n = {record['n']:,}")
+    left.set_title("accuracy as the input degrades")
+    right.axhline(0, color="grey", lw=0.8)
+    right.set_ylabel(f"change vs {record['reference']} (points, paired {pct}% CI)")
+    right.set_title(f"margin against {record['reference']} on the same perturbed images")
+    fig.tight_layout()
+    return fig
+
+
 def device_latency_figure(report: dict) -> Figure:
     """Each device's on-device latency distribution (box: p25-p75, whiskers: p5-p95); where the
     candidate was measured against the active release, that one is drawn below it in grey."""

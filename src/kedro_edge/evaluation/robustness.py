@@ -1,86 +1,29 @@
 """A seeded, perturbed copy of the test split: accuracy under input the model never saw clean.
 
 Compression can keep clean accuracy and still lose margin: INT8 noise and removed channels
-show up first on slightly shifted or noisy inputs. Each perturbation is a small function
-chosen by name from ``validation.robustness.perturbations``; they apply in the listed order,
-each with its own seeded generator, so the copy is the same on every run.
+show up first on slightly shifted or noisy inputs. The perturbations are ``data.perturb``'s
+(the same that ``compression.distill.augment`` trains on); the copy is the same on every run.
+The gate judges the configured severity; ``severities`` draw the curve around it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal
-
 import numpy as np
-from pydantic import Field
+from pydantic import Field, PositiveFloat
 
-from kedro_edge.data.preprocessing import Preprocessing, normalise, to_unit
-from kedro_edge.schema import Strict
+from kedro_edge.data.perturb import PerturbationParams, at_severity, perturbed
+from kedro_edge.data.preprocessing import Preprocessing
 
 
-class RobustnessParams(Strict):
+class RobustnessParams(PerturbationParams):
     """The seeded perturbed copy of the test split (``kedro_edge.evaluation.robustness``)."""
 
-    enabled: bool = True
-    perturbations: list[Literal["noise", "shift", "contrast"]] = Field(
-        default_factory=lambda: ["shift", "noise"], min_length=1
-    )
-    noise_std: float = Field(0.1, ge=0)  # Gaussian noise, in input units (images: [0, 1])
-    max_shift: int = Field(2, ge=0, le=16)  # pixels, each image shifted by up to this in x and y
-    contrast: float = Field(0.5, ge=0, lt=1)  # contrast scaled by a factor in [1 - contrast, 1]
-    seed: int = 0
+    # multiples of the configured perturbation each stage is evaluated at (robustness_curve.json)
+    severities: list[PositiveFloat] = Field(default_factory=lambda: [0.5, 1.0, 2.0], min_length=1)
 
 
-Perturbation = Callable[[np.ndarray, RobustnessParams, np.random.Generator], np.ndarray]
-
-
-def _is_image(x: np.ndarray) -> bool:
-    return x.ndim == 4
-
-
-def gaussian_noise(x: np.ndarray, cfg: RobustnessParams, rng: np.random.Generator) -> np.ndarray:
-    """Add N(0, noise_std) per value; images stay in [0, 1] (a sensor saturates)."""
-    noisy = x + rng.normal(0.0, cfg.noise_std, size=x.shape).astype(np.float32)
-    return np.clip(noisy, 0.0, 1.0) if _is_image(x) else noisy
-
-
-def shift(x: np.ndarray, cfg: RobustnessParams, rng: np.random.Generator) -> np.ndarray:
-    """Translate each image by up to ``max_shift`` pixels in x and y (edges replicated).
-
-    Feature vectors have no geometry: they pass through unchanged.
-    """
-    if not _is_image(x) or cfg.max_shift == 0:
-        return x
-    k = cfg.max_shift
-    padded = np.pad(x, ((0, 0), (0, 0), (k, k), (k, k)), mode="edge")
-    offsets = rng.integers(-k, k + 1, size=(len(x), 2))
-    h, w = x.shape[-2:]
-    out = np.empty_like(x)
-    for i, (dy, dx) in enumerate(offsets):
-        out[i] = padded[i, :, k + dy : k + dy + h, k + dx : k + dx + w]
-    return out
-
-
-def contrast(x: np.ndarray, cfg: RobustnessParams, rng: np.random.Generator) -> np.ndarray:
-    """Scale each image's contrast about its mean by a factor in [1 - contrast, 1]."""
-    if not _is_image(x):
-        return x
-    factor = rng.uniform(1 - cfg.contrast, 1.0, size=(len(x), 1, 1, 1)).astype(np.float32)
-    mean = x.mean(axis=(1, 2, 3), keepdims=True)
-    return (mean + factor * (x - mean)).astype(np.float32)
-
-
-PERTURBATIONS: dict[str, Perturbation] = {"noise": gaussian_noise, "shift": shift, "contrast": contrast}
-
-
-def perturbed_copy(x: np.ndarray, cfg: RobustnessParams, contract: Preprocessing | None = None) -> np.ndarray:
-    """The perturbations of ``cfg`` applied in order to a copy of ``x`` (float32).
-
-    Images prepared by an input ``contract`` are perturbed as pixels in [0, 1] (noise in the
-    sensor's units, clipped where it saturates), then prepared again.
-    """
-    image_contract = contract if contract is not None and _is_image(x) else None
-    out = np.array(x if image_contract is None else to_unit(x, image_contract), dtype=np.float32, copy=True)
-    for i, name in enumerate(cfg.perturbations):
-        out = PERTURBATIONS[name](out, cfg, np.random.default_rng([cfg.seed, i]))
-    return (out if image_contract is None else normalise(out, image_contract)).astype(np.float32)
+def perturbed_copy(
+    x: np.ndarray, cfg: PerturbationParams, contract: Preprocessing | None = None, severity: float = 1.0
+) -> np.ndarray:
+    """The perturbations of ``cfg``, scaled by ``severity``, applied in order to a copy of ``x``."""
+    return perturbed(x, at_severity(cfg, severity) if severity != 1.0 else cfg, contract)

@@ -154,3 +154,18 @@ def paired(
         only_candidate_right=counts[2],
         confidence=confidence,
     )
+
+
+def paired_half_width(n: int, discordance: float, confidence: float = 0.95) -> float:
+    """Half-width, in points, of the paired interval of an accuracy difference on ``n`` images of
+    which a share ``discordance`` is right for one model only (normal approximation at no
+    difference: the variance of ``(c - b) / n`` is ``(b + c) / n**2``)."""
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    return float(100 * z * np.sqrt(discordance / n))
+
+
+def images_needed(budget_points: float, discordance: float, confidence: float = 0.95) -> int:
+    """Images for the paired interval's half-width to be ``budget_points``: the fewest with which a
+    non-inferiority gate at that budget can pass a model that loses nothing."""
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    return int(np.ceil(z**2 * discordance / (budget_points / 100) ** 2))

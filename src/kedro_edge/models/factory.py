@@ -33,7 +33,18 @@ class ModelSpec(Strict):
 
 
 def import_class(path: str, key: str) -> Callable[..., Any]:
-    """Import ``package.module.Class`` (or a function); a ``ConfigError`` naming ``key`` if that fails.
+    """Import ``package.module.Class`` (or a function returning a module); a ``ConfigError``
+    naming ``key`` if that fails (``import_object``) or it is another kind of object."""
+    cls = import_object(path, key)
+    if not callable(cls) or (inspect.isclass(cls) and not issubclass(cls, nn.Module)):
+        raise ConfigError(
+            f"parameter '{key}': '{path}' is neither a torch.nn.Module class nor a function returning one"
+        )
+    return cls
+
+
+def import_object(path: str, key: str) -> Any:
+    """Import ``package.module.name``; a ``ConfigError`` naming ``key`` if that fails.
 
     A module that does not exist: "cannot import". A module that exists but fails while
     importing (a syntax error, a missing dependency, any exception it raises) is the user's
@@ -48,14 +59,10 @@ def import_class(path: str, key: str) -> Callable[..., Any]:
         if isinstance(exc, ModuleNotFoundError) and _is_missing(module_name, exc.name):
             raise ConfigError(f"parameter '{key}': cannot import '{path}' ({exc})") from None
         raise ConfigError(f"parameter '{key}': {_where_import_failed(exc)}") from None
-    cls = getattr(module, attr, None)
-    if cls is None:
+    obj = getattr(module, attr, None)
+    if obj is None:
         raise ConfigError(f"parameter '{key}': cannot import '{path}' (no '{attr}' in {module_name})")
-    if not callable(cls) or (inspect.isclass(cls) and not issubclass(cls, nn.Module)):
-        raise ConfigError(
-            f"parameter '{key}': '{path}' is neither a torch.nn.Module class nor a function returning one"
-        )
-    return cls
+    return obj
 
 
 def _is_missing(module_name: str, missing: str | None) -> bool:

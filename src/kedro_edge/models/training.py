@@ -34,6 +34,10 @@ class TrainParams(Strict):
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+# (a training batch, the epoch's generator) -> the batch as trained on
+Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels)
 
@@ -77,11 +81,15 @@ def fit(
     loss_fn: LossFn = cross_entropy,
     description: str = "train",
     targets: np.ndarray | None = None,
+    augment: Augment | None = None,
+    target_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> FitResult:
     """Train ``model`` in place (AdamW, cosine schedule); keep the best-validation weights.
 
     ``targets`` (one row per training sample, e.g. a teacher's logits computed once) is
-    handed to ``loss_fn`` batch by batch in place of the inputs.
+    handed to ``loss_fn`` batch by batch in place of the inputs. ``augment`` changes each
+    training batch (a generator seeded per epoch, so runs repeat); ``target_fn`` then computes
+    the targets from the batch as trained on (a teacher's logits for the perturbed images).
     """
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -96,9 +104,15 @@ def fit(
         for epoch in range(epochs):
             model.train()
             losses = []
+            rng = np.random.default_rng([seed, epoch])
             for ib, yb in batches(index, splits.y("train"), batch_size, True, seed + epoch):
-                xb = torch.from_numpy(x_train[ib.numpy()])
-                extra = xb if targets is None else torch.from_numpy(targets[ib.numpy()])
+                x_np = x_train[ib.numpy()]
+                xb = torch.from_numpy(x_np if augment is None else augment(x_np, rng))
+                if target_fn is not None:
+                    with torch.no_grad():
+                        extra = target_fn(xb)
+                else:
+                    extra = xb if targets is None else torch.from_numpy(targets[ib.numpy()])
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model(xb), yb, extra)
                 loss.backward()
@@ -123,10 +137,19 @@ def fit(
 
 
 def finetune(
-    model: nn.Module, splits: Splits, epochs: int, lr: float, train: TrainParams, seed: int, description: str
+    model: nn.Module,
+    splits: Splits,
+    epochs: int,
+    lr: float,
+    train: TrainParams,
+    seed: int,
+    description: str,
+    loss_fn: LossFn = cross_entropy,
+    targets: np.ndarray | None = None,
 ) -> None:
     """Fine-tune ``model`` in place for ``epochs`` (none: unchanged) with the training split's batch
-    size and weight decay: what every technique runs after it changes the model."""
+    size and weight decay: what every technique runs after it changes the model (``loss_fn`` and
+    ``targets`` as in ``fit``: a teacher's soft targets instead of the labels)."""
     if epochs:
         fit(
             model,
@@ -137,4 +160,6 @@ def finetune(
             weight_decay=train.weight_decay,
             seed=seed,
             description=description,
+            loss_fn=loss_fn,
+            targets=targets,
         )

@@ -11,8 +11,15 @@ from kedro_edge.nodes.deployment import (
     release_to_fleet,
 )
 from kedro_edge.nodes.search import plan_compression, run_search, search_compression
-from kedro_edge.nodes.training import split_dataset, train_teacher
-from kedro_edge.nodes.validation import enforce_gates, evaluate_models, plot_compression, stage_table
+from kedro_edge.nodes.training import check_sample_size, split_dataset, train_teacher
+from kedro_edge.nodes.validation import (
+    enforce_gates,
+    evaluate_models,
+    plot_compression,
+    plot_robustness_curve,
+    robustness_curve,
+    stage_table,
+)
 
 __all__ = [
     "enforce_release",
@@ -24,10 +31,13 @@ __all__ = [
     "enforce_gates",
     "evaluate_models",
     "apply_technique",
+    "check_sample_size",
     "export_model",
     "export_teacher",
     "plan_compression",
     "plot_compression",
+    "plot_robustness_curve",
+    "robustness_curve",
     "split_dataset",
     "stage_table",
     "technique_node",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,12 @@ from torch import nn
 from kedro_edge import config, data
 from kedro_edge.data import preprocessing
 from kedro_edge.errors import ConfigError, DataError
+from kedro_edge.evaluation import gates, statistics
 from kedro_edge.models import build_model, sources
 from kedro_edge.models.training import fit
 from kedro_edge.runtimes import graph_teacher
+
+log = logging.getLogger(__name__)
 
 
 def split_dataset(raw: dict[str, np.ndarray], params: dict) -> dict[str, np.ndarray]:
@@ -39,6 +43,26 @@ def split_dataset(raw: dict[str, np.ndarray], params: dict) -> dict[str, np.ndar
     contract = cfg.preprocessing
     prepared = {k: preprocessing.prepare(v, contract) if k.startswith("x_") else v for k, v in split.items()}
     return {**prepared, preprocessing.ARRAY_KEY: np.array(contract.to_json())}
+
+
+def check_sample_size(model_input: dict[str, np.ndarray], validation: dict) -> dict[str, Any]:
+    """Whether the test split is large enough for the accuracy gates' budgets, said before
+    training (a warning per gate, and the figures as JSON): a budget narrower than the paired
+    interval of n images is one no model can pass."""
+    cfg = config.parse(config.ValidationParams, validation, "validation")
+    n = len(data.Splits(model_input).y("test"))
+    warnings = gates.sample_size_warnings(n, cfg.gates, cfg.confidence)
+    for line in warnings:
+        log.warning(line)
+    return {
+        "test_n": n,
+        "planning_discordance": cfg.gates.planning_discordance,
+        "confidence": cfg.confidence,
+        "half_width_points": round(
+            statistics.paired_half_width(n, cfg.gates.planning_discordance, cfg.confidence), 3
+        ),
+        "warnings": warnings,
+    }
 
 
 def train_teacher(

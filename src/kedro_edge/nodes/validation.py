@@ -12,7 +12,7 @@ from torch import nn
 
 from kedro_edge import config, data
 from kedro_edge.compress import quantize, registry
-from kedro_edge.evaluation import gates, plots, robustness
+from kedro_edge.evaluation import gates, plots, robustness, severity
 from kedro_edge.evaluation import report as compare_stages
 from kedro_edge.evaluation import stage as stage_eval
 from kedro_edge.evaluation.records import CompressionMetrics
@@ -41,17 +41,7 @@ def evaluate_models(
     comp = config.parse(config.CompressionParams, compression, "compression")
     cfg = config.parse(config.ValidationParams, validation, "validation")
     splits = data.Splits(model_input)
-    shape, opset = splits.input_shape, comp.export.opset
-    outputs = dict(zip((t.name for t in registry.techniques()), modules, strict=True))
-
-    # stage -> (ONNX model that runs, torch module it should agree with)
-    stages: dict[str, tuple[onnx.ModelProto, nn.Module]] = {registry.REFERENCE: (teacher_onnx, teacher)}
-    for technique in registry.stages(comp):
-        if technique.row == "int8":  # the fake-quant module simulates the INT8 graph
-            stages[technique.stage] = (model_onnx, modules[-1])
-        else:
-            module = quantize.float_module(outputs[technique.name])
-            stages[technique.stage] = (onnx_export.to_onnx(module, shape, opset), module)
+    stages = _stage_models(teacher, teacher_onnx, model_onnx, comp, splits, modules)
     robust_x = (
         robustness.perturbed_copy(splits.x("test"), cfg.robustness, splits.preprocessing)
         if cfg.robustness.enabled
@@ -78,6 +68,51 @@ def evaluate_models(
         gates=results,
         passed=all(r.passed for r in results),
     ).to_json()
+
+
+def _stage_models(
+    teacher: nn.Module,
+    teacher_onnx: onnx.ModelProto,
+    model_onnx: onnx.ModelProto,
+    comp: config.CompressionParams,
+    splits: data.Splits,
+    modules: tuple[nn.Module, ...],
+) -> dict[str, tuple[onnx.ModelProto, nn.Module]]:
+    """Stage -> (the ONNX model that runs, the torch module it should agree with), in table order."""
+    outputs = dict(zip((t.name for t in registry.techniques()), modules, strict=True))
+    stages: dict[str, tuple[onnx.ModelProto, nn.Module]] = {registry.REFERENCE: (teacher_onnx, teacher)}
+    for technique in registry.stages(comp):
+        if technique.row == "int8":  # the fake-quant module simulates the INT8 graph
+            stages[technique.stage] = (model_onnx, modules[-1])
+        else:
+            module = quantize.float_module(outputs[technique.name])
+            stages[technique.stage] = (
+                onnx_export.to_onnx(module, splits.input_shape, comp.export.opset),
+                module,
+            )
+    return stages
+
+
+def robustness_curve(
+    teacher: nn.Module,
+    teacher_onnx: onnx.ModelProto,
+    model_onnx: onnx.ModelProto,
+    model_input: dict[str, np.ndarray],
+    compression: dict,
+    validation: dict,
+    *modules: nn.Module,
+) -> dict[str, Any]:
+    """Every stage at each of ``validation.robustness.severities``, paired against the teacher on
+    the same perturbed images (``robustness_curve.json``); the gate keeps the configured one."""
+    comp = config.parse(config.CompressionParams, compression, "compression")
+    cfg = config.parse(config.ValidationParams, validation, "validation")
+    splits = data.Splits(model_input)
+    stages = _stage_models(teacher, teacher_onnx, model_onnx, comp, splits, modules)
+    return severity.curve({name: m for name, (m, _) in stages.items()}, splits, cfg)
+
+
+def plot_robustness_curve(record: dict) -> Figure:
+    return plots.robustness_curve_figure(record)
 
 
 def plot_compression(metrics: dict) -> Figure:

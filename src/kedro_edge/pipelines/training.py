@@ -1,4 +1,5 @@
-"""Training pipeline: raw images -> seeded splits -> FP32 teacher (trained, or the user's loaded)."""
+"""Training pipeline: raw images -> seeded splits (is the test split big enough for the gates?) ->
+FP32 teacher (trained, or the user's loaded)."""
 
 from kedro.pipeline import Pipeline, node
 
@@ -10,6 +11,13 @@ def create_training_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             node(nodes.split_dataset, ["raw_images", "params:data"], "model_input", name="split_dataset"),
+            # sorts before train_teacher: the warning comes before the training it is about
+            node(
+                nodes.check_sample_size,
+                ["model_input", "params:validation"],
+                "sample_size",
+                name="check_sample_size",
+            ),
             node(
                 nodes.train_teacher,
                 ["model_input", "params:model", "params:training"],

@@ -1,0 +1,144 @@
+"""The task's metric: one score per sample, so every interval and paired comparison can use it.
+
+``validation.metric`` names a built-in or an import path. A metric maps a model's outputs and
+the targets of the same samples to a score per sample; its mean is the figure reported, its
+direction says whether higher is better, and 0/1 scores (top-1, top-k) keep the exact McNemar
+test of the paired comparison, where any other score gets the paired bootstrap only.
+
+Built-ins:
+- ``top1``: 1 where the arg-max class is the label (classification; the default);
+- ``topk``: 1 where the label is among the ``k`` highest outputs;
+- ``mae`` / ``mse``: absolute / squared error, averaged over a sample's outputs (regression; lower is better);
+- ``multilabel_f1``: the F1 of the labels whose outputs (logits) exceed ``threshold``, against
+  the 0/1 targets;
+- ``miou``: a sample's intersection-over-union averaged over the classes present in its
+  prediction or its target (dense outputs (N, C, H, W), targets (N, H, W) class ids).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import Field
+
+from kedro_edge.errors import ConfigError
+from kedro_edge.models.factory import import_object
+from kedro_edge.schema import Strict
+
+KEY = "validation.metric"
+
+# (outputs of N samples, their N targets) -> N scores
+ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A per-sample score, its direction, and whether its scores are 0/1."""
+
+    name: str
+    score: ScoreFn
+    higher_is_better: bool = True
+    binary: bool = False
+    # reported figures are the mean times this: 100 turns a share into percent (points)
+    scale: float = 1.0
+
+    def scores(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Per-sample scores as float64, or a one-line ``ConfigError`` naming the metric."""
+        out = np.asarray(self.score(outputs, targets), dtype=np.float64)
+        if out.shape != (len(targets),):
+            raise ConfigError(
+                f"parameter '{KEY}': '{self.name}' returned shape {out.shape} for {len(targets)} samples "
+                "(one score per sample expected)"
+            )
+        if not np.isfinite(out).all():
+            raise ConfigError(f"parameter '{KEY}': '{self.name}' returned NaN or infinite scores")
+        return out
+
+
+def top1(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    return (outputs.argmax(1) == targets).astype(np.float64)
+
+
+def topk(k: int) -> ScoreFn:
+    def score(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        best = np.argpartition(-outputs, min(k, outputs.shape[1]) - 1, axis=1)[:, :k]
+        return (best == targets[:, None]).any(1).astype(np.float64)
+
+    return score
+
+
+def _per_sample(x: np.ndarray) -> np.ndarray:
+    return x.reshape(len(x), -1).mean(1)
+
+
+def mae(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    return _per_sample(np.abs(outputs.reshape(targets.shape) - targets))
+
+
+def mse(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    return _per_sample((outputs.reshape(targets.shape) - targets) ** 2)
+
+
+def multilabel_f1(threshold: float) -> ScoreFn:
+    def score(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        pred, true = outputs > threshold, targets.astype(bool)
+        tp = (pred & true).sum(1)
+        denom = pred.sum(1) + true.sum(1)
+        return np.where(denom == 0, 1.0, 2 * tp / np.maximum(denom, 1))  # nothing to find, nothing found: 1
+
+    return score
+
+
+def miou(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    classes = outputs.shape[1]
+    pred = outputs.argmax(1).reshape(len(outputs), -1)
+    true = targets.reshape(len(targets), -1)
+    inter = np.zeros((len(pred), classes))
+    union = np.zeros((len(pred), classes))
+    for c in range(classes):
+        p, t = pred == c, true == c
+        inter[:, c] = (p & t).sum(1)
+        union[:, c] = (p | t).sum(1)
+    present = union > 0
+    return (np.where(present, inter / np.maximum(union, 1), 0).sum(1)) / np.maximum(present.sum(1), 1)
+
+
+class MetricParams(Strict):
+    """``validation.metric`` as a mapping: a built-in or an import path, and its settings."""
+
+    name: str = "top1"  # top1 | topk | mae | mse | multilabel_f1 | miou | package.module.function
+    k: int = Field(5, ge=1)  # topk
+    threshold: float = 0.0  # multilabel_f1: on the outputs (logits: 0 is probability 0.5)
+    higher_is_better: bool | None = None  # an import path: its direction (built-ins know theirs)
+    binary: bool = False  # an import path: its scores are 0/1 (the exact McNemar test applies)
+    scale: float = Field(1.0, gt=0)  # an import path: reported figure = mean score x scale
+
+
+def resolve(params: MetricParams | str) -> Metric:
+    """The ``Metric`` that ``validation.metric`` names; a ``ConfigError`` naming the key otherwise."""
+    cfg = MetricParams(name=params) if isinstance(params, str) else params
+    builtin: dict[str, Metric] = {
+        "top1": Metric("top1", top1, binary=True, scale=100.0),
+        "topk": Metric(f"top{cfg.k}", topk(cfg.k), binary=True, scale=100.0),
+        "mae": Metric("mae", mae, higher_is_better=False),
+        "mse": Metric("mse", mse, higher_is_better=False),
+        "multilabel_f1": Metric("multilabel_f1", multilabel_f1(cfg.threshold), scale=100.0),
+        "miou": Metric("miou", miou, scale=100.0),
+    }
+    if cfg.name in builtin:
+        return builtin[cfg.name]
+    if "." not in cfg.name:
+        raise ConfigError(
+            f"parameter '{KEY}': unknown metric '{cfg.name}' (built-ins: {', '.join(builtin)}; "
+            "or an import path package.module.function)"
+        )
+    if cfg.higher_is_better is None:
+        raise ConfigError(
+            f"parameter '{KEY}.higher_is_better': say the direction of '{cfg.name}' (true or false)"
+        )
+    fn = import_object(cfg.name, f"{KEY}.name")
+    if not callable(fn):
+        raise ConfigError(f"parameter '{KEY}.name': '{cfg.name}' is not a function")
+    return Metric(cfg.name, fn, cfg.higher_is_better, cfg.binary, cfg.scale)

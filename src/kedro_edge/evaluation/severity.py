@@ -1,0 +1,63 @@
+"""Robustness as a curve: every stage on the perturbed test copy at several severities, paired
+against the teacher on the same perturbed images.
+
+One severity says whether a model passed; the curve says how much margin it has left. The gate
+stays at the configured severity (1.0); ``validation.robustness.severities`` (½×, 1×, 2× as
+shipped) are the points drawn, and severity 0 (the clean test split) anchors each curve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import onnx
+
+from kedro_edge.data import Splits
+from kedro_edge.data.perturb import at_severity
+from kedro_edge.evaluation import statistics
+from kedro_edge.evaluation.params import ValidationParams
+from kedro_edge.evaluation.robustness import perturbed_copy
+from kedro_edge.runtimes.onnxruntime import ort_predict, session
+
+
+def curve(models: Mapping[str, onnx.ModelProto], splits: Splits, cfg: ValidationParams) -> dict[str, Any]:
+    """Per stage (the first is the reference), per severity: accuracy with its interval and the
+    paired change against the reference on the same images (``robustness_curve.json``)."""
+    rob = cfg.robustness
+    severities = sorted({0.0, *rob.severities}) if rob.enabled else []
+    x, y = splits.x("test"), splits.y("test")
+    sessions = {name: session(m, cfg.latency.threads) for name, m in models.items()}
+    reference = next(iter(models))
+    points: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
+    for s in severities:
+        xs = x if s == 0 else perturbed_copy(x, rob, splits.preprocessing, severity=s)
+        correct = {
+            name: ort_predict(sess, xs, cfg.batch_size).argmax(1) == y for name, sess in sessions.items()
+        }
+        scaled = at_severity(rob, s)
+        for name, right in correct.items():
+            acc = statistics.accuracy(right, cfg.confidence)
+            vs = None
+            if name != reference:
+                vs = statistics.paired(correct[reference], right, cfg.confidence, cfg.bootstrap_resamples)
+            points[name].append(
+                {
+                    "severity": s,
+                    "noise_std": scaled.noise_std,
+                    "max_shift": scaled.max_shift,
+                    "contrast": scaled.contrast,
+                    "accuracy": acc.accuracy,
+                    "accuracy_ci": [acc.ci_low, acc.ci_high],
+                    "vs_reference": vs.to_dict() if vs else None,
+                }
+            )
+    return {
+        "reference": reference,
+        "n": int(len(y)),
+        "confidence": cfg.confidence,
+        "gate_severity": 1.0,
+        "perturbations": rob.perturbations,
+        "severities": severities,
+        "stages": points,
+    }
