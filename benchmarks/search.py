@@ -218,9 +218,10 @@ def load_parameters(args: argparse.Namespace) -> dict[str, Any]:
 def load_data(args: argparse.Namespace, params: dict) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The default task's split (generated into ``<out-dir>/cache``); --quick: a slice of each split."""
     raw, data_info = cb.raw_images(args.out_dir / "cache")
-    model_input = nodes.split_dataset(raw, params["data"])
+    split = nodes.split_dataset(raw, params["data"])
     if args.reuse_teacher is not None:
-        data_info["teacher_split_checked_against"] = cb.check_teacher_split(args.reuse_teacher, model_input)
+        data_info["teacher_split_checked_against"] = cb.check_teacher_split(args.reuse_teacher, split)
+    model_input = data.Splits(split).in_memory().arrays
     if args.quick:
         model_input = cb.shrink_train(model_input, cb.QUICK_TRAIN_SAMPLES)
         for split, n in (("val", QUICK_VAL_SAMPLES), ("test", QUICK_TEST_SAMPLES)):

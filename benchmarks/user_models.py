@@ -582,7 +582,8 @@ def main() -> int:
     timings: dict[str, float] = {}
     with bench.phase("generate/load + split the 96x96 RGB glyphs", timings):
         raw, data_info = user_data(args.out_dir / "cache", args.quick)
-        model_input = nodes.split_dataset(raw, parameters(args.models[0], None, args.quick)["data"])
+        split = nodes.split_dataset(raw, parameters(args.models[0], None, args.quick)["data"])
+        model_input = data.Splits(split).in_memory().arrays
     for arch in args.models:
         run(arch, args, model_input, data_info)
     return 0

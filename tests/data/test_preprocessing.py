@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kedro_edge.data import Splits
 from kedro_edge.data.preprocessing import Preprocessing, prepare, to_pixels, to_unit
 from kedro_edge.errors import ConfigError
 from kedro_edge.nodes import split_dataset
@@ -58,8 +59,9 @@ def test_the_split_node_prepares_every_split_and_keeps_the_contract():
     params = {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.2, "image_size": None,
               "preprocessing": CONTRACT.model_dump()}  # fmt: skip
     out = split_dataset({"images": RAW, "labels": LABELS}, params)
+    assert out["pixels"].dtype == np.uint8 and out["pixels"].shape[1:] == (1, 10, 10)  # kept raw
     for split in ("train", "val", "test"):
-        assert out[f"x_{split}"].shape[1:] == (3, 8, 8)
+        assert Splits(out).x(split).shape[1:] == (3, 8, 8)  # prepared as read
     assert Preprocessing.from_json(str(out["preprocessing"])) == CONTRACT
     plain = split_dataset({"images": RAW, "labels": LABELS}, {**params, "preprocessing": None})
-    assert "preprocessing" not in plain and plain["x_test"].shape[1:] == (1, 10, 10)
+    assert "preprocessing" not in plain and Splits(plain).x("test").shape[1:] == (1, 10, 10)

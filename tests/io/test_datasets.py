@@ -121,7 +121,7 @@ def test_own_npz_with_other_key_names(tmp_path):
     path = tmp_path / "mine.npz"
     np.savez(path, X=np.zeros((12, 8, 8), np.uint8), y=np.arange(12) % 3)
     data = ImageNpzDataset(str(path), images_key="X", labels_key="y").load()
-    assert data["images"].shape == (12, 1, 8, 8) and data["images"].dtype == np.float32
+    assert data["images"].shape == (12, 1, 8, 8) and data["images"].dtype == np.uint8  # pixels as stored
     with pytest.raises(DataError, match=f"{path}: no array named 'images' \\(has: X, y\\)"):
         ImageNpzDataset(str(path)).load()
 

@@ -9,7 +9,9 @@ import onnx
 import pytest
 import yaml
 
+from kedro_edge.data import Splits
 from kedro_edge.data.preprocessing import Preprocessing, to_pixels, to_unit
+from kedro_edge.io import ModelInputDataset
 from kedro_edge.runtimes.onnx_export import INPUT
 from kedro_edge.runtimes.onnxruntime import session
 from tests.pipelines.project import TINY, copy_project, kedro
@@ -48,9 +50,9 @@ def _accuracy(model_path, x, y) -> float:
 
 
 def test_the_contract_holds_through_every_stage_and_the_baked_model_takes_pixels(contract_project):
-    splits = np.load(contract_project / "data/05_model_input/splits.npz")
-    contract = Preprocessing.from_json(str(splits["preprocessing"]))
-    x, y = splits["x_test"], splits["y_test"]
+    splits = Splits(ModelInputDataset(str(contract_project / "data/05_model_input/splits.npz")).load())
+    contract = splits.preprocessing
+    x, y = np.asarray(splits.x("test")), splits.y("test")  # prepared by the contract as they are read
     assert x.shape[1] == 3  # the gray glyphs became the 3 channels the model expects
 
     metrics = json.loads((contract_project / "data/08_reporting/compression_metrics.json").read_text())

@@ -138,17 +138,20 @@ def test_own_npz_data_runs_through_the_catalog(project):
     raw.parent.mkdir(parents=True, exist_ok=True)
     np.savez(raw, images=images, labels=labels)
     splits = project / "data" / "05_model_input" / "splits.npz"
-    digits = splits.read_bytes()  # the other tests run on the digits splits
+    store = splits.with_name("images.npy")
+    digits = splits.read_bytes(), store.read_bytes()  # the other tests run on the digits splits
     _with_raw_data(project, "data/01_raw/own.npz")
     try:
         result = kedro(project, "run", "--to-nodes", "split_dataset")
         assert result.returncode == 0, result.stderr[-2000:]
+        pixels = np.load(store, mmap_mode="r")
+        assert pixels.dtype == np.uint8 and pixels.shape == (120, 1, 10, 10)  # the pixels, kept as pixels
         with np.load(splits) as npz:
-            assert npz["x_train"].shape[1:] == (1, 10, 10)
-            assert set(npz["y_test"]) == {0, 1, 2}
+            assert set(npz["y_test"]) == {0, 1, 2} and len(npz["index_train"]) == len(npz["y_train"])
     finally:
         (project / "conf" / "local" / "catalog.yml").unlink()
-        splits.write_bytes(digits)
+        splits.write_bytes(digits[0])
+        store.write_bytes(digits[1])
 
 
 def test_a_refused_gate_fails_after_writing_the_figures(project):

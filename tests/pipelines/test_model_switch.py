@@ -120,7 +120,7 @@ def test_one_command_switches_the_model_class(project):
         project / "data" / "06_models" / "teacher.pt",
         project / "data" / "05_model_input" / "splits.npz",
     )
-    saved = {p: p.read_bytes() for p in (teacher, splits)}
+    saved = {p: p.read_bytes() for p in (teacher, splits, splits.with_name("images.npy"))}
     try:
         # base configures ResidualCNN with `widths`: the new class gets only the kwargs given with it
         result = kedro(

@@ -76,6 +76,7 @@ def distill(
         "patience": cfg.patience,
         "seed": train.seed,
         "loss_fn": loss_of(cfg),
+        "precision": train.precision,
     }
     if not cfg.augment.enabled:
         return fit(

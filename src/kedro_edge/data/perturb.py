@@ -91,15 +91,18 @@ def at_severity(cfg: P, severity: float) -> P:
 
 
 def perturbed(
-    x: np.ndarray, cfg: PerturbationParams, contract: Preprocessing | None = None, seed: int | None = None
+    x: np.ndarray,
+    cfg: PerturbationParams,
+    contract: Preprocessing | None = None,
+    seed: int | tuple[int, ...] | None = None,
 ) -> np.ndarray:
     """The perturbations of ``cfg`` applied in order to a float32 copy of ``x``; ``seed`` (default
     ``cfg.seed``) picks the draw, so the same seed gives the same copy on every run."""
     image_contract = contract if contract is not None and _is_image(x) else None
     out = np.array(x if image_contract is None else to_unit(x, image_contract), dtype=np.float32, copy=True)
-    base = cfg.seed if seed is None else seed
+    base = [cfg.seed] if seed is None else list(np.atleast_1d(seed).tolist())
     for i, name in enumerate(cfg.perturbations):
-        out = PERTURBATIONS[name](out, cfg, np.random.default_rng([base, i]))
+        out = PERTURBATIONS[name](out, cfg, np.random.default_rng([*base, i]))
     return (out if image_contract is None else normalise(out, image_contract)).astype(np.float32)
 
 

@@ -1,8 +1,9 @@
 """The input contract: how raw pixels become what the model was trained on.
 
-``data.preprocessing`` is applied once, where the splits are made: every later consumer
-(training, calibration, evaluation, robustness, the device parity batch) reads the prepared
-arrays, so a model trained on normalised inputs cannot be evaluated without them. The contract
+``data.preprocessing`` is recorded where the splits are made and applied to every batch read
+from the pixel store (``kedro_edge.data.store``): every consumer (training, calibration,
+evaluation, robustness, the device parity batch) reads prepared inputs, so a model trained on
+normalised inputs cannot be evaluated without them. The contract
 is kept beside the arrays (``model_input["preprocessing"]``) and travels with the model: as
 ONNX metadata (``METADATA_KEY``) and, with ``bake: true``, as the graph's first nodes, so a
 device app feeds raw ``uint8`` pixels.

@@ -1,8 +1,13 @@
 """Classification data: checks, the bundled default, splits and batches.
 
-Arrays travel as ``images`` (N, C, H, W) float32 in [0, 1]-ish, or ``features`` (N, F)
-float32 for tabular data, and ``labels`` (N,) int64. Every loader calls ``check_arrays`` or
+Raw images arrive as ``images`` (N, C, H, W) ``uint8`` pixels or float32 in [0, 1] (often a
+memory-mapped store, ``kedro_edge.data.store``), or ``features`` (N, F) float32 for tabular
+data, with ``labels`` (N,) int64. Every loader calls ``check_images``, ``check_arrays`` or
 ``check_features`` so bad input fails where it enters, naming its source.
+
+The model input of images is the pixel store plus index lists (``index_train``, ...): ``Splits.x``
+is then a ``StoredImages`` view that reads and prepares a batch at a time. Small in-memory
+arrays (``x_train``, ...: feature vectors, tests) work through the same ``Splits``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pydantic import Field
 from sklearn.model_selection import train_test_split
 
 from kedro_edge.data.preprocessing import Preprocessing, of_arrays
+from kedro_edge.data.store import StoredImages
 from kedro_edge.errors import DataError
 from kedro_edge.schema import Strict
 
@@ -31,15 +37,11 @@ class DataParams(Strict):
 
 
 SPLITS = ("train", "val", "test")
+PIXELS = "pixels"  # model_input's pixel store (N, C, H, W), memory-mapped; never inside splits.npz
+PIXEL_SCALE = "pixel_scale"  # stored pixel -> [0, 1]: 1/255 for uint8, 1 for float stores
 
 
-def check_arrays(images: np.ndarray, labels: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(images, labels)`` as (N, C, H, W) float32 and (N,) int64, or raise ``DataError``.
-
-    Accepts (N, H, W), (N, C, H, W) with C in 1..4, and (N, H, W, C); integer images are
-    scaled by 1/255.
-    """
-    images, labels = np.asarray(images), np.asarray(labels)
+def _to_nchw(images: np.ndarray, source: str) -> np.ndarray:
     if images.dtype.kind not in "uif" or images.dtype.kind == "b":
         raise DataError(f"{source}: 'images' must be numeric, got dtype {images.dtype}")
     if images.ndim == 3:
@@ -50,6 +52,33 @@ def check_arrays(images: np.ndarray, labels: np.ndarray, source: str) -> tuple[n
         raise DataError(
             f"{source}: 'images' must be (N, H, W), (N, C, H, W) or (N, H, W, C), got shape {images.shape}"
         )
+    return images
+
+
+def check_images(images: np.ndarray, labels: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` checked without a copy of the images: (N, C, H, W) views of ``uint8``
+    pixels (kept as they are) or of floats in [0, 1] (as float32, checked finite chunk by chunk)."""
+    images = _to_nchw(images if isinstance(images, np.ndarray) else np.asarray(images), source)
+    labels = _check_labels(np.asarray(labels), len(images), "images", source)
+    if images.dtype == np.uint8:
+        return images, labels
+    if images.dtype.kind in "iu":  # other integer pixels: 0..255 as uint8 (a copy, once)
+        if images.min() < 0 or images.max() > 255:
+            raise DataError(f"{source}: integer 'images' must be pixels in 0..255, got {images.min()}..{images.max()}")
+        return images.astype(np.uint8), labels
+    for start in range(0, len(images), 4096):
+        if not np.isfinite(images[start : start + 4096]).all():
+            raise DataError(f"{source}: 'images' contains NaN or infinite values")
+    return (images if images.dtype == np.float32 else images.astype(np.float32)), labels
+
+
+def check_arrays(images: np.ndarray, labels: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(images, labels)`` as (N, C, H, W) float32 and (N,) int64, or raise ``DataError``.
+
+    Accepts (N, H, W), (N, C, H, W) with C in 1..4, and (N, H, W, C); integer images are
+    scaled by 1/255.
+    """
+    images, labels = _to_nchw(np.asarray(images), source), np.asarray(labels)
     labels = _check_labels(labels, len(images), "images", source)
     if images.dtype.kind == "f" and not np.isfinite(images).all():
         raise DataError(f"{source}: 'images' contains NaN or infinite values")
@@ -109,17 +138,22 @@ def split_arrays(
             mode="bilinear",
             align_corners=False,
         ).numpy()
+    out = {}
+    for name, part in split_indices(labels, val_fraction, test_fraction, seed).items():
+        out[f"x_{name}"] = np.ascontiguousarray(images[part])
+        out[f"y_{name}"] = labels[part]
+    return out
+
+
+def split_indices(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Stratified, seeded train/val/test index lists (ascending within each split)."""
     idx = np.arange(len(labels))
     stratify = labels if np.bincount(labels).min() >= 3 else None
     rest, test = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=stratify)
     val_share = val_fraction / (1 - test_fraction)
     rest_strat = labels[rest] if stratify is not None else None
     train, val = train_test_split(rest, test_size=val_share, random_state=seed, stratify=rest_strat)
-    out = {}
-    for name, part in zip(SPLITS, (train, val, test), strict=True):
-        out[f"x_{name}"] = np.ascontiguousarray(images[part])
-        out[f"y_{name}"] = labels[part]
-    return out
+    return {name: part for name, part in zip(SPLITS, (train, val, test), strict=True)}
 
 
 def standardise(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -145,7 +179,29 @@ class Splits:
     arrays: dict[str, np.ndarray]
 
     def x(self, split: str) -> np.ndarray:
-        return self.arrays[f"x_{split}"]
+        """The split's model inputs: an array, or a ``StoredImages`` view read batch by batch."""
+        if f"x_{split}" in self.arrays or PIXELS not in self.arrays:
+            return self.arrays[f"x_{split}"]
+        scale = float(self.arrays.get(PIXEL_SCALE, 1 / 255))
+        return StoredImages(self.arrays[PIXELS], self.arrays[f"index_{split}"], self.preprocessing, scale)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the images are a store on disk (read batch by batch), not arrays in memory."""
+        return PIXELS in self.arrays and "x_train" not in self.arrays
+
+    def in_memory(self) -> Splits:
+        """Every split as a prepared float32 array (small data: benchmarks, tests)."""
+        return self.subset({s: np.arange(len(self.y(s))) for s in SPLITS})
+
+    def subset(self, picks: dict[str, np.ndarray]) -> Splits:
+        """In-memory splits of the rows ``picks[split]`` of each split (a quick check's slice)."""
+        kept = {k: v for k, v in self.arrays.items() if not k.startswith(("x_", "y_", "index_")) and k != PIXELS}
+        for split, pick in picks.items():
+            kept[f"x_{split}"] = np.asarray(self.x(split)[pick])
+            kept[f"y_{split}"] = self.y(split)[pick]
+        kept.pop(PIXEL_SCALE, None)
+        return Splits(kept)
 
     def y(self, split: str) -> np.ndarray:
         return self.arrays[f"y_{split}"]

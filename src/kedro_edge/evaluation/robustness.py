@@ -13,6 +13,7 @@ from pydantic import Field, PositiveFloat
 
 from kedro_edge.data.perturb import PerturbationParams, at_severity, perturbed
 from kedro_edge.data.preprocessing import Preprocessing
+from kedro_edge.data.store import StoredImages, map_blocks
 
 
 class RobustnessParams(PerturbationParams):
@@ -23,7 +24,13 @@ class RobustnessParams(PerturbationParams):
 
 
 def perturbed_copy(
-    x: np.ndarray, cfg: PerturbationParams, contract: Preprocessing | None = None, severity: float = 1.0
-) -> np.ndarray:
-    """The perturbations of ``cfg``, scaled by ``severity``, applied in order to a copy of ``x``."""
-    return perturbed(x, at_severity(cfg, severity) if severity != 1.0 else cfg, contract)
+    x: np.ndarray | StoredImages,
+    cfg: PerturbationParams,
+    contract: Preprocessing | None = None,
+    severity: float = 1.0,
+) -> np.ndarray | StoredImages:
+    """The perturbations of ``cfg``, scaled by ``severity``, applied in order to a copy of ``x``:
+    a lazy view of a store (perturbed a block at a time as it is read), or an array with the
+    same values. Block ``b`` draws from seed ``(cfg.seed, b)``, whatever reads it."""
+    scaled = at_severity(cfg, severity) if severity != 1.0 else cfg
+    return map_blocks(x, lambda block, b: perturbed(block, scaled, contract, seed=(cfg.seed, b)))

@@ -3,8 +3,10 @@
 Local files only: a crash mid-write leaves the previous good artifact in place.
 """
 
-from kedro_edge.io.arrays import DigitsDataset, GlyphsDataset, ImageFolderDataset, ImageNpzDataset, NpzDataset
+from kedro_edge.io.arrays import DigitsDataset, GlyphsDataset, ImageNpzDataset, NpzDataset
 from kedro_edge.io.fleet import FleetDataset, ModelFile, ModelFileDataset
+from kedro_edge.io.image_folder import ImageFolderDataset
+from kedro_edge.io.model_input import ModelInputDataset
 from kedro_edge.io.models import OnnxModelDataset, TorchModuleDataset
 from kedro_edge.io.reports import JsonDataset, PngDataset, TextDataset
 from kedro_edge.io.tabular import TabularDataset
@@ -16,6 +18,7 @@ __all__ = [
     "ImageFolderDataset",
     "ImageNpzDataset",
     "JsonDataset",
+    "ModelInputDataset",
     "ModelFile",
     "ModelFileDataset",
     "NpzDataset",

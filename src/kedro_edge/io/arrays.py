@@ -1,26 +1,24 @@
-"""Datasets for images and labels: the bundled digits, ``.npz`` files and image folders.
+"""Datasets for images and labels: the bundled glyphs and digits, and ``.npz`` files.
 
-The raw loaders return ``{"images": (N, C, H, W) float32, "labels": (N,) int64}``, already
-checked by ``kedro_edge.data.check_arrays`` so bad input fails where it enters.
+The raw loaders return ``{"images": (N, C, H, W), "labels": (N,) int64}``, ``uint8`` pixels
+kept as they are (or float32 in [0, 1]), already checked by ``kedro_edge.data.check_images``
+so bad input fails where it enters. Image folders: ``kedro_edge.io.image_folder``.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fsspec.core import url_to_fs
 from kedro.io import AbstractDataset
 
-from kedro_edge.data import check_arrays, load_digits_arrays
+from kedro_edge.data import check_images, load_digits_arrays
 from kedro_edge.data.glyphs import CLASSES, GlyphSpec, generate
 from kedro_edge.errors import DataError
 from kedro_edge.io.base import FileDataset
 from kedro_edge.progress import progress_bar
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
 class NpzDataset(FileDataset):
@@ -55,7 +53,7 @@ class ImageNpzDataset(NpzDataset):
         missing = [k for k in self._keys if k not in arrays]
         if missing:
             raise DataError(f"{path}: no array named '{missing[0]}' (has: {', '.join(arrays) or 'none'})")
-        images, labels = check_arrays(arrays[self._keys[0]], arrays[self._keys[1]], str(path))
+        images, labels = check_images(arrays[self._keys[0]], arrays[self._keys[1]], str(path))
         return {"images": images, "labels": labels}
 
     def save(self, data: Any) -> None:
@@ -72,7 +70,7 @@ class DigitsDataset(AbstractDataset):
         return {"source": "sklearn.datasets.load_digits"}
 
     def load(self) -> dict[str, np.ndarray]:
-        images, labels = check_arrays(*load_digits_arrays(), "sklearn digits")
+        images, labels = check_images(*load_digits_arrays(), "sklearn digits")
         return {"images": images, "labels": labels}
 
     def save(self, data: Any) -> None:
@@ -114,7 +112,7 @@ class GlyphsDataset(NpzDataset):
             spec = np.asarray(json.dumps(self._spec.to_json(), sort_keys=True))
             super().save({"images": images, "labels": labels, "spec": spec})  # write-then-rename
             arrays = {"images": images, "labels": labels}
-        images, labels = check_arrays(arrays["images"], arrays["labels"], str(self._filepath))
+        images, labels = check_images(arrays["images"], arrays["labels"], str(self._filepath))
         return {"images": images, "labels": labels}
 
     def _cached(self) -> dict[str, np.ndarray] | None:
@@ -140,59 +138,3 @@ def _generate_with_progress(spec: GlyphSpec) -> tuple[np.ndarray, np.ndarray]:
                 bar.advance(task)
 
         return generate(spec, track)
-
-
-class ImageFolderDataset(AbstractDataset):
-    """``<path>/<class name>/<image>``: one folder per class, sorted names give the class ids.
-
-    Images are converted to ``mode`` ("L" grayscale or "RGB") and resized to ``size`` pixels
-    square, so a folder of mixed sizes loads as one array. ``path`` may be an fsspec URL
-    (``s3://bucket/images``), with ``credentials``/``fs_args`` for its filesystem.
-    """
-
-    def __init__(
-        self,
-        path: str,
-        size: int = 32,
-        mode: str = "L",
-        metadata: dict[str, Any] | None = None,
-        credentials: dict[str, Any] | None = None,
-        fs_args: dict[str, Any] | None = None,
-    ) -> None:
-        self._url, self._size, self._mode = str(path), size, mode
-        self._fs, self._root = url_to_fs(str(path), **{**(credentials or {}), **(fs_args or {})})
-        self._root = self._root.rstrip("/")
-        self.metadata = metadata
-
-    def _describe(self) -> dict[str, Any]:
-        return {"path": self._url, "size": self._size, "mode": self._mode}
-
-    def load(self) -> dict[str, np.ndarray]:
-        from PIL import Image
-
-        if not self._fs.isdir(self._root):
-            raise DataError(f"{self._url}: image folder not found")
-        folders = sorted(p.rstrip("/") for p in self._fs.ls(self._root, detail=False) if self._fs.isdir(p))
-        images, labels = [], []
-        for label, folder in enumerate(folders):
-            for file in sorted(self._fs.ls(folder, detail=False)):
-                if PurePosixPath(file).suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                try:
-                    with self._fs.open(file, "rb") as fh, Image.open(fh) as img:
-                        img = img.convert(self._mode).resize((self._size, self._size))
-                        images.append(np.asarray(img, dtype=np.uint8))
-                except OSError as exc:
-                    raise DataError(f"{self._shown(file)}: not a readable image ({exc})") from None
-                labels.append(label)
-        if not images:
-            raise DataError(f"{self._url}: no images in class folders")
-        images_arr, labels_arr = check_arrays(np.stack(images), np.asarray(labels), self._url)
-        return {"images": images_arr, "labels": labels_arr}
-
-    def _shown(self, file: str) -> str:
-        """``file`` as the user named its folder (their URL or path, not fsspec's internal form)."""
-        return self._url.rstrip("/") + file[len(self._root) :]
-
-    def save(self, data: Any) -> None:
-        raise DataError(f"{self._url}: ImageFolderDataset is read-only (raw data)")

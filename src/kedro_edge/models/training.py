@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,6 +24,8 @@ from kedro_edge.schema import Strict
 
 class TrainParams(Strict):
     seed: int = 0
+    # auto: bfloat16 autocast where the CPU runs it natively (AVX-512 BF16 or AMX), else float32
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(3e-3, gt=0)
@@ -40,6 +43,26 @@ Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels)
+
+
+Precision = Literal["auto", "float32", "bfloat16"]
+
+
+def bf16_native() -> bool:
+    """Whether this CPU runs bfloat16 matrix work natively (AVX-512 BF16 or AMX), so autocast pays."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def _autocast(model: nn.Module, precision: Precision) -> bool:
+    """bfloat16 autocast for this model? Never for quantization-aware ones: their fake-quant grid
+    needs float32 activations (recognised by their observers' ``min_val`` buffers)."""
+    if precision == "float32" or any(name.endswith("min_val") for name, _ in model.named_buffers()):
+        return False
+    return precision == "bfloat16" or bf16_native()
 
 
 @dataclass
@@ -83,6 +106,7 @@ def fit(
     targets: np.ndarray | None = None,
     augment: Augment | None = None,
     target_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    precision: Precision = "auto",
 ) -> FitResult:
     """Train ``model`` in place (AdamW, cosine schedule); keep the best-validation weights.
 
@@ -90,6 +114,10 @@ def fit(
     handed to ``loss_fn`` batch by batch in place of the inputs. ``augment`` changes each
     training batch (a generator seeded per epoch, so runs repeat); ``target_fn`` then computes
     the targets from the batch as trained on (a teacher's logits for the perturbed images).
+
+    Image batches train channels-last, under bfloat16 autocast where ``precision`` allows
+    (``_autocast``): weights, optimizer state and the loss stay float32, and the model is
+    returned in the usual memory format. Validation scoring runs in float32.
     """
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -99,10 +127,13 @@ def fit(
     result = FitResult(best_val_accuracy=best[0], epochs_run=0)
     x_train = splits.x("train")
     index = np.arange(len(x_train))  # batches of indices: ``targets`` rows follow the same order
+    images = x_train.ndim == 4
+    bf16 = images and _autocast(model, precision)
+    fmt = torch.channels_last if images else torch.contiguous_format
     with progress_bar() as bar:
         task = bar.add_task(description, total=epochs, status=f"val {best[0]:.3f}")
         for epoch in range(epochs):
-            model.train()
+            model.train().to(memory_format=fmt)
             losses = []
             rng = np.random.default_rng([seed, epoch])
             for ib, yb in batches(index, splits.y("train"), batch_size, True, seed + epoch):
@@ -114,11 +145,14 @@ def fit(
                 else:
                     extra = xb if targets is None else torch.from_numpy(targets[ib.numpy()])
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(xb), yb, extra)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    out = model(xb.contiguous(memory_format=fmt))
+                loss = loss_fn(out.float(), yb, extra)
                 loss.backward()
                 opt.step()
                 losses.append(loss.item())
             sched.step()
+            model.to(memory_format=torch.contiguous_format)
             score = _score(model, x_val, y_val)
             val_acc = score[0]
             result.history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_accuracy": val_acc})
@@ -162,4 +196,5 @@ def finetune(
             description=description,
             loss_fn=loss_fn,
             targets=targets,
+            precision=train.precision,
         )

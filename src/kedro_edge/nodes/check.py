@@ -150,13 +150,12 @@ def _footprint(module: nn.Module, splits: data.Splits) -> tuple[int, int]:
 
 def _slice(splits: data.Splits) -> data.Splits:
     """About ``SLICE`` samples of each split, every class present (so the class count holds)."""
-    arrays = dict(splits.arrays)
     per_class = max(1, -(-SLICE // splits.num_classes))
+    picks = {}
     for split in data.SPLITS:
         y = splits.y(split)
-        pick = np.sort(np.concatenate([np.flatnonzero(y == c)[:per_class] for c in np.unique(y)]))
-        arrays[f"x_{split}"], arrays[f"y_{split}"] = splits.x(split)[pick], y[pick]
-    return data.Splits(arrays)
+        picks[split] = np.sort(np.concatenate([np.flatnonzero(y == c)[:per_class] for c in np.unique(y)]))
+    return splits.subset(picks)
 
 
 def _why(exc: BaseException) -> str:

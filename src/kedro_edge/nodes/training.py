@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from kedro_edge import config, data
-from kedro_edge.data import preprocessing
+from kedro_edge.data import preprocessing, store
 from kedro_edge.errors import ConfigError, DataError
 from kedro_edge.evaluation import gates, statistics
 from kedro_edge.models import build_model, sources
@@ -21,12 +21,14 @@ from kedro_edge.runtimes import graph_teacher
 log = logging.getLogger(__name__)
 
 
-def split_dataset(raw: dict[str, np.ndarray], params: dict) -> dict[str, np.ndarray]:
-    """Checked, stratified, seeded train/val/test arrays (``x_train``, ``y_train``, ...).
+def split_dataset(raw: dict[str, np.ndarray], params: dict) -> dict[str, Any]:
+    """Checked, stratified, seeded splits: for images, the pixel store and index lists over it.
 
-    Images are resized to ``data.image_size`` and prepared by ``data.preprocessing`` (the
-    contract joins the arrays as ``preprocessing``). Feature vectors are standardised with the
-    training split's mean and std, which are returned too (``feature_mean``, ``feature_std``).
+    Images stay pixels (``uint8``, or float32 when given as floats), resized to
+    ``data.image_size`` chunk by chunk as ``model_input`` writes them; ``data.preprocessing`` is
+    recorded (``preprocessing``) and applied batch by batch when they are read. Feature vectors
+    are split in memory and standardised with the training split's mean and std, which are
+    returned too (``feature_mean``, ``feature_std``).
     """
     cfg = config.parse(config.DataParams, params, "data")
     kind = next((k for k in ("images", "features") if isinstance(raw, dict) and k in raw), None)
@@ -36,13 +38,19 @@ def split_dataset(raw: dict[str, np.ndarray], params: dict) -> dict[str, np.ndar
         x, labels = data.check_features(raw["features"], raw["labels"], "raw_images")
         split = data.split_arrays(x, labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, None)
         return data.standardise(split)
-    images, labels = data.check_arrays(raw["images"], raw["labels"], "raw_images")
-    split = data.split_arrays(images, labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.image_size)
-    if cfg.preprocessing is None:
-        return split
-    contract = cfg.preprocessing
-    prepared = {k: preprocessing.prepare(v, contract) if k.startswith("x_") else v for k, v in split.items()}
-    return {**prepared, preprocessing.ARRAY_KEY: np.array(contract.to_json())}
+    images, labels = data.check_images(raw["images"], raw["labels"], "raw_images")
+    out: dict[str, Any] = {
+        data.PIXELS: store.resized(images, cfg.image_size),
+        data.PIXEL_SCALE: np.float32(1 / 255 if images.dtype == np.uint8 else 1.0),
+    }
+    for name, part in data.split_indices(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed).items():
+        out[f"index_{name}"], out[f"y_{name}"] = part, labels[part]
+    if cfg.preprocessing is not None:
+        contract = cfg.preprocessing
+        first = np.asarray(out[data.PIXELS][:1], dtype=np.float32) * out[data.PIXEL_SCALE]
+        preprocessing.prepare(first, contract)  # a contract that does not fit fails here, naming its key
+        out[preprocessing.ARRAY_KEY] = np.array(contract.to_json())
+    return out
 
 
 def check_sample_size(model_input: dict[str, np.ndarray], validation: dict) -> dict[str, Any]:
@@ -96,6 +104,7 @@ def train_teacher(
             patience=cfg.patience,
             seed=cfg.seed,
             description=description,
+            precision=cfg.precision,
         )
     return teacher.eval(), source.to_json()
 

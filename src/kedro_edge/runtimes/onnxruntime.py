@@ -33,10 +33,13 @@ def session(model: onnx.ModelProto | bytes, threads: int = 1) -> ort.InferenceSe
 
 
 def ort_predict(sess: ort.InferenceSession, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Logits for prepared inputs ``x`` (a baked model is fed the pixels they came from)."""
-    x = input_contract.feed(sess, x)
+    """Logits for prepared inputs ``x`` (an array or a ``StoredImages`` view), a batch at a time (a
+    baked model is fed the pixels they came from)."""
     return np.concatenate(
-        [sess.run(None, {INPUT: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+        [
+            sess.run(None, {INPUT: input_contract.feed(sess, np.asarray(x[i : i + batch_size]))})[0]
+            for i in range(0, len(x), batch_size)
+        ]
     )
 
 

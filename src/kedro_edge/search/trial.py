@@ -105,6 +105,7 @@ def finetune(
             weight_decay=train.weight_decay,
             seed=train.seed + epoch,
             description=f"trial fine-tune {epoch + 1}/{epochs}",
+            precision=train.precision,
             **({"loss_fn": distill.loss_of(cfg.distill), "targets": teacher_logits} if kd else {}),
         )
         if epoch == 0:
