@@ -66,14 +66,21 @@ def _write_chunk(args: tuple[Path, int, int]) -> None:
         img.save(folder / "ABCDEFGHIJ"[label] / f"{i:06d}.jpg", quality=90)
 
 
+def _empty_folder(work: Path, n: int) -> Path:
+    """``work/jpeg_<n>`` with empty class folders, unless a finished one (``.done``) is there."""
+    folder = work / f"jpeg_{n}"
+    if not (folder / ".done").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        for c in "ABCDEFGHIJ":
+            (folder / c).mkdir(parents=True)
+    return folder
+
+
 def make_folder(work: Path, n: int) -> Path:
     """``n`` JPEG files in class folders, written once (``.done`` marks a finished folder)."""
-    folder = work / f"jpeg_{n}"
+    folder = _empty_folder(work, n)
     if (folder / ".done").exists():
         return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    for c in "ABCDEFGHIJ":
-        (folder / c).mkdir(parents=True)
     from concurrent.futures import ProcessPoolExecutor
 
     chunks = [(folder, s, min(n, s + 1000)) for s in range(0, n, 1000)]
@@ -85,12 +92,9 @@ def make_folder(work: Path, n: int) -> Path:
 
 def linked_subset(work: Path, source: Path, n: int) -> Path:
     """The first ``n`` files of ``source`` as hard links (no new bytes on disk)."""
-    folder = work / f"jpeg_{n}"
+    folder = _empty_folder(work, n)
     if (folder / ".done").exists():
         return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    for c in "ABCDEFGHIJ":
-        (folder / c).mkdir(parents=True)
     for i in range(n):
         name = f"{'ABCDEFGHIJ'[i % CLASSES]}/{i:06d}.jpg"
         os.link(source / name, folder / name)
@@ -194,8 +198,10 @@ def _model_stage(stage: str, splits, folder: Path, model_path: Path, int8_path: 
     from torch.utils.data import DataLoader
 
     split = "train" if stage == "peer_train" else "test"
-    files = sorted(str(p) for p in folder.glob("*/*.jpg"))  # the class folders' files, sorted as listed
-    files = sorted(files, key=lambda f: (Path(f).parent.name, Path(f).name))
+    # the class folders' files in the order ImageFolderDataset lists them (folder, then name)
+    files = sorted(
+        (str(p) for p in folder.glob("*/*.jpg")), key=lambda f: (Path(f).parent.name, Path(f).name)
+    )
     index = splits.arrays[f"index_{split}"]
     loader = DataLoader(
         PlainFolder([files[i] for i in index], splits.y(split)),

@@ -7,6 +7,7 @@ weights restored, and a rich progress bar per call.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -48,6 +49,7 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, _: torch.Tensor) -
 Precision = Literal["auto", "float32", "bfloat16"]
 
 
+@functools.cache
 def bf16_native() -> bool:
     """Whether this CPU runs bfloat16 matrix work natively (AVX-512 BF16 or AMX), so autocast pays."""
     try:
