@@ -846,8 +846,8 @@ def pipeline_variants(
 @dataclass
 class Measured:
     figures: dict[str, Any]
-    correct: np.ndarray
-    robust_correct: np.ndarray | None
+    scores: np.ndarray
+    robust_scores: np.ndarray | None
 
 
 def measure(
@@ -897,8 +897,8 @@ def measure(
     return {
         c.name: Measured(
             combine_rounds(first[c.name].figures.to_json(), runs[c.name]),
-            first[c.name].correct,
-            first[c.name].robust_correct,
+            first[c.name].scores,
+            first[c.name].robust_scores,
         )
         for c in built
     }
@@ -954,8 +954,8 @@ def assemble(
         row["p50_speedup"] = 1 / row["p50_ratio"]
         if c.name != FP32:
             row["vs_fp32"] = {
-                "clean": paired(ref.correct, m.correct, cfg),
-                "robust": paired(ref.robust_correct, m.robust_correct, cfg),
+                "clean": paired(ref.scores, m.scores, cfg),
+                "robust": paired(ref.robust_scores, m.robust_scores, cfg),
             }
         models[c.name] = row
     return models
@@ -992,8 +992,8 @@ def marginal_effects(
             "model": name,
             "base": base,
             "adds": list(adds),
-            "clean": paired(measured[base].correct, measured[name].correct, cfg),
-            "robust": paired(measured[base].robust_correct, measured[name].robust_correct, cfg),
+            "clean": paired(measured[base].scores, measured[name].scores, cfg),
+            "robust": paired(measured[base].robust_scores, measured[name].robust_scores, cfg),
             **{
                 f"{key}_ratio": row[key] / ref[key]
                 for key in ("size_bytes", "shipped_bytes", "params", "macs")
@@ -1156,7 +1156,7 @@ def evaluate_targets(
                 f"faster than {name} unless more accurate", None, None, None, f"not built: {peer['error']}"
             )
             continue
-        vs = paired(measured[FINAL].correct, measured[name].correct, cfg)  # peer - ours
+        vs = paired(measured[FINAL].scores, measured[name].scores, cfg)  # peer - ours
         more_accurate = vs["ci_low_points"] > 0
         p50_ratio = peer["latency_p50_ms"] / final["latency_p50_ms"]
         targets[f"beats_{name}"] = target(

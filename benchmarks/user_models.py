@@ -340,7 +340,7 @@ def peer_comparison(
     name: str, models: dict, measured: dict, cfg: config.ValidationParams, ours: str = FINAL
 ) -> dict[str, Any]:
     """A peer against ours on the same test images: p50 ratio and the paired accuracy change."""
-    vs = bench.paired(measured[ours].correct, measured[name].correct, cfg)  # peer - ours
+    vs = bench.paired(measured[ours].scores, measured[name].scores, cfg)  # peer - ours
     return {
         "peer_p50_over_ours": models[name]["latency_p50_ms"] / models[ours]["latency_p50_ms"],
         "peer_minus_ours_points": vs["diff_points"],

@@ -50,6 +50,22 @@ def test_the_dataset_generates_once_and_regenerates_when_the_spec_changes(tmp_pa
         GlyphsDataset(str(path)).save({})
 
 
+def test_with_masks_the_dataset_adds_them_and_the_same_images(tmp_path):
+    path = tmp_path / "glyph_masks.npz"
+    plain = GlyphsDataset(str(tmp_path / "glyphs.npz"), n_per_class=3, size=16).load()
+    both = GlyphsDataset(str(path), n_per_class=3, size=16, masks=True).load()
+    assert np.array_equal(both["images"], plain["images"]) and both["masks"].shape == (30, 16, 16)
+    assert np.array_equal(np.unique(both["masks"][both["labels"] == 2]), [0, 3])  # background, letter 2 + 1
+    stamp = path.stat().st_mtime_ns
+    assert np.array_equal(
+        GlyphsDataset(str(path), n_per_class=3, size=16, masks=True).load()["masks"], both["masks"]
+    )
+    assert path.stat().st_mtime_ns == stamp  # read, not generated again
+    assert (
+        "masks" not in GlyphsDataset(str(path), n_per_class=3, size=16).load()
+    )  # a file with masks is another spec
+
+
 def _trained_accuracy(severity: float) -> float:
     spec = GlyphSpec(n_per_class=500, size=16, severity=severity)
     images, labels = check_arrays(*generate(spec), "glyphs")

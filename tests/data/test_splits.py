@@ -11,6 +11,7 @@ from kedro_edge.data import (
     load_digits_arrays,
     split_arrays,
 )
+from kedro_edge.data.task import Task
 from kedro_edge.errors import DataError
 from kedro_edge.nodes import split_dataset
 
@@ -111,3 +112,22 @@ def test_split_dataset_standardises_features_with_training_statistics_only():
 def test_split_dataset_needs_images_or_features():
     with pytest.raises(DataError, match="'images' or 'features', and 'labels'"):
         split_dataset({"table": np.zeros((20, 3)), "labels": np.arange(20) % 2}, {})
+
+
+def test_masks_become_the_targets_resized_by_nearest_neighbour_and_bad_ones_are_named():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(60, 1, 8, 8), dtype=np.uint8)
+    labels = np.arange(60) % 3
+    masks = np.zeros((60, 8, 8), np.uint8)
+    masks[:, 2:6, 2:6] = (labels + 1)[:, None, None]  # a square of the image's class on background
+    params = {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.3, "image_size": 16}
+    out = split_dataset({"images": images, "labels": labels, "masks": masks}, params)
+    splits = Splits(out)
+    assert splits.task is Task.DENSE and splits.num_classes == 4
+    y = splits.y("test")
+    assert y.shape == (len(out["index_test"]), 16, 16)
+    expected = np.zeros((len(y), 16, 16), np.uint8)
+    expected[:, 4:12, 4:12] = (labels[out["index_test"]] + 1)[:, None, None]
+    assert np.array_equal(y, expected)  # nearest: no blended class ids at the square's edges
+    with pytest.raises(DataError, match="raw_images: 'masks' must be .*matching the images"):
+        split_dataset({"images": images, "labels": labels, "masks": masks[:, :4]}, params)

@@ -57,4 +57,4 @@ def test_robust_accuracy_is_measured_beside_clean_accuracy_through_onnx_runtime(
     assert fig.accuracy_ci[0] < fig.accuracy < fig.accuracy_ci[1]
     # 8x8 digits shifted by up to 2 pixels with strong noise: a model trained clean loses accuracy
     assert fig.robust_accuracy < fig.accuracy - 0.05
-    assert result.robust_correct.shape == result.correct.shape == (fig.n,)
+    assert result.robust_scores.shape == result.scores.shape == (fig.n,)

@@ -35,9 +35,9 @@ def test_a_trial_is_clustered_only_when_the_space_searches_k(built, splits):
 
 def test_a_trials_fine_tune_distils_from_the_teacher_and_a_hopeless_one_stops(built, teacher, splits):
     logits = predict(teacher, splits.x("train"))
-    before = cand.correct(built.onnx, splits).mean()
+    before = cand.scores(built.onnx, splits).mean()
     assert cand.finetune(built, splits, CFG, TRAIN, 2, give_up_below=0.0, teacher_logits=logits)
     cand.finish(built, splits, CFG, TRAIN, clustered=False)
-    assert cand.correct(built.onnx, splits).mean() > before  # half the channels gone, then recovered
+    assert cand.scores(built.onnx, splits).mean() > before  # half the channels gone, then recovered
     assert not cand.finetune(built, splits, CFG, TRAIN, 2, give_up_below=1.01, teacher_logits=logits)
     assert "val_accuracy_after_1_epoch" in built.notes

@@ -3,13 +3,14 @@
     loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
          + (1 - alpha) * CE(student, labels)
 
-The T^2 factor keeps the soft term's gradients on the scale of the hard term's as T grows.
+The T^2 factor keeps the soft term's gradients on the scale of the hard term's as T grows. The
+loss follows the task (``kedro_edge.data.task``): per-pixel soft targets averaged over the pixels
+for dense outputs, MSE to the teacher's outputs for regression.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -17,6 +18,7 @@ from kedro_edge.compress.quantize import prepare_qat
 from kedro_edge.compress.registry import Context, Technique, TechniqueParams, register
 from kedro_edge.data import Splits, calibration_samples
 from kedro_edge.data.perturb import AugmentParams, augment_batch
+from kedro_edge.data.task import Task
 from kedro_edge.models.factory import ModelSpec, build_model
 from kedro_edge.models.training import FitResult, LossFn, TrainParams, fit, predict
 
@@ -38,23 +40,18 @@ def distillation_loss(
     labels: torch.Tensor,
     temperature: float,
     alpha: float,
+    task: Task = Task.CLASSIFICATION,
 ) -> torch.Tensor:
-    """The documented loss above, batch-mean."""
-    soft = F.kl_div(
-        F.log_softmax(student_logits / temperature, dim=1),
-        F.log_softmax(teacher_logits / temperature, dim=1),
-        log_target=True,
-        reduction="batchmean",
-    )
-    hard = F.cross_entropy(student_logits, labels)
-    return alpha * temperature**2 * soft + (1 - alpha) * hard
+    """The documented loss above, batch-mean (and pixel-mean for dense outputs)."""
+    soft = task.soft_loss(student_logits, teacher_logits, temperature)
+    return alpha * soft + (1 - alpha) * task.loss(student_logits, labels)
 
 
-def loss_of(cfg: DistillParams) -> LossFn:
+def loss_of(cfg: DistillParams, task: Task = Task.CLASSIFICATION) -> LossFn:
     """``fit``'s loss for ``cfg``: its targets are the teacher's logits for the batch."""
 
     def loss_fn(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return distillation_loss(logits, targets, labels, cfg.temperature, cfg.alpha)
+        return distillation_loss(logits, targets, labels, cfg.temperature, cfg.alpha, task)
 
     return loss_fn
 
@@ -75,7 +72,7 @@ def distill(
         "weight_decay": train.weight_decay,
         "patience": cfg.patience,
         "seed": train.seed,
-        "loss_fn": loss_of(cfg),
+        "loss_fn": loss_of(cfg, splits.task),
         "precision": train.precision,
     }
     if not cfg.augment.enabled:

@@ -16,7 +16,6 @@ from dataclasses import asdict
 from typing import Annotated, Literal
 
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 from pydantic import Field, model_validator
 from torch import nn
@@ -246,7 +245,7 @@ def _accumulate_gradients(model: nn.Module, splits: Splits, batch_size: int, n_b
     for i, (xb, yb) in enumerate(batches(splits.x("train"), splits.y("train"), batch_size, True)):
         if i == n_batches:
             break
-        F.cross_entropy(model(xb), yb).backward()
+        splits.task.loss(model(xb), yb).backward()
 
 
 def _recovery(cfg: PruneParams, reference: nn.Module | None, splits: Splits) -> dict:
@@ -255,7 +254,8 @@ def _recovery(cfg: PruneParams, reference: nn.Module | None, splits: Splits) -> 
         return {}
     from kedro_edge.compress.distill import DistillParams, loss_of
 
-    return {"loss_fn": loss_of(DistillParams()), "targets": predict(reference, splits.x("train"))}
+    targets = predict(reference, splits.x("train"))
+    return {"loss_fn": loss_of(DistillParams(), splits.task), "targets": targets}
 
 
 def structured_prune(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,6 +91,23 @@ def float_closure(graph: onnx.GraphProto, exclude: Sequence[str]) -> list[str]:
     return sorted(floats)
 
 
+def _pre_process(source: Path, dest: Path) -> None:
+    """ORT's pre-processing (shape inference, folding); without its symbolic shape inference when
+    that cannot finish (e.g. a Resize whose output size depends on the batch: encoder-decoders).
+
+    On failure ORT writes ``sym_shape_infer_temp.onnx`` into the working directory: the call runs
+    from the temporary folder, so that file never lands in the user's project.
+    """
+    here = os.getcwd()
+    os.chdir(source.parent)
+    try:
+        quant_pre_process(str(source), str(dest))
+    except Exception:  # ORT raises a bare Exception("Incomplete symbolic shape inference")
+        quant_pre_process(str(source), str(dest), skip_symbolic_shape=True)
+    finally:
+        os.chdir(here)
+
+
 class Int8Quantizer:
     """Static INT8 QDQ versions of one FP32 model: pre-processed and calibrated once, quantized per call.
 
@@ -104,7 +122,7 @@ class Int8Quantizer:
         folder = Path(self._tmp.name)
         self._pre, self._out, self._cache = folder / "pre.onnx", folder / "int8.onnx", folder / "ranges.json"
         onnx.save(fp32, folder / "fp32.onnx")
-        quant_pre_process(str(folder / "fp32.onnx"), str(self._pre))
+        _pre_process(folder / "fp32.onnx", self._pre)
         self.graph = onnx.load(self._pre).graph  # what the quantizer sees (Constants folded)
 
     def __enter__(self) -> Int8Quantizer:

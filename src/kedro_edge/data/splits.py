@@ -23,6 +23,7 @@ from sklearn.model_selection import train_test_split
 
 from kedro_edge.data.preprocessing import Preprocessing, of_arrays
 from kedro_edge.data.store import StoredImages
+from kedro_edge.data.task import Task, task_of
 from kedro_edge.errors import DataError
 from kedro_edge.schema import Strict
 
@@ -39,6 +40,7 @@ class DataParams(Strict):
 SPLITS = ("train", "val", "test")
 PIXELS = "pixels"  # model_input's pixel store (N, C, H, W), memory-mapped; never inside splits.npz
 PIXEL_SCALE = "pixel_scale"  # stored pixel -> [0, 1]: 1/255 for uint8, 1 for float stores
+TASK = "task"  # the targets' task (``kedro_edge.data.task``) when ``y_*`` are not class ids
 
 
 def _to_nchw(images: np.ndarray, source: str) -> np.ndarray:
@@ -70,6 +72,27 @@ def check_images(images: np.ndarray, labels: np.ndarray, source: str) -> tuple[n
         if not np.isfinite(images[start : start + 4096]).all():
             raise DataError(f"{source}: 'images' contains NaN or infinite values")
     return (images if images.dtype == np.float32 else images.astype(np.float32)), labels
+
+
+def check_masks(masks: np.ndarray, images: np.ndarray, source: str) -> np.ndarray:
+    """Per-pixel class ids (N, H, W) for the (N, C, H, W) ``images``, as ``uint8``; or a ``DataError``."""
+    masks = np.asarray(masks)
+    if masks.ndim != 3 or masks.dtype.kind not in "iu" or masks.shape != (len(images), *images.shape[2:]):
+        raise DataError(
+            f"{source}: 'masks' must be (N, H, W) integer class ids matching the images "
+            f"{(len(images), *images.shape[2:])}, got dtype {masks.dtype} shape {masks.shape}"
+        )
+    if masks.min() < 0 or masks.max() > 255:
+        raise DataError(f"{source}: 'masks' class ids must be 0..255, got {masks.min()}..{masks.max()}")
+    return masks.astype(np.uint8)
+
+
+def resized_masks(masks: np.ndarray, size: int | None) -> np.ndarray:
+    """Masks at ``size`` square by nearest neighbour (class ids never blend)."""
+    if size is None or masks.shape[-2:] == (size, size):
+        return masks
+    t = torch.from_numpy(np.ascontiguousarray(masks)[:, None]).float()
+    return F.interpolate(t, size=(size, size), mode="nearest")[:, 0].to(torch.uint8).numpy()
 
 
 def check_arrays(images: np.ndarray, labels: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -205,6 +228,13 @@ class Splits:
 
     def y(self, split: str) -> np.ndarray:
         return self.arrays[f"y_{split}"]
+
+    @property
+    def task(self) -> Task:
+        """What the targets are: class ids (classification), masks (dense), ..."""
+        if TASK in self.arrays:
+            return Task(str(self.arrays[TASK]))
+        return task_of(self.y("train"))
 
     @property
     def input_shape(self) -> tuple[int, ...]:

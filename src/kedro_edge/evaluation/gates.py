@@ -22,11 +22,20 @@ if TYPE_CHECKING:  # records import GateResult from here
     from kedro_edge.evaluation.statistics import PairedComparison
 
 
+ACCURACY_GATES = ("max_accuracy_drop", "max_robust_accuracy_drop")  # top-1 only
+
+# (reference stage, final stage, limit, all gate parameters) -> result
+Gate = Callable[["StageFigures", "StageFigures", float, "GateParams"], "GateResult"]
+
+
 class GateParams(Strict):
     # points of test accuracy the final model may lose against the teacher (paired, same images)
     max_accuracy_drop: float | None = Field(1.0, ge=0)
     # the same on the perturbed copy of the test split (validation.robustness)
     max_robust_accuracy_drop: float | None = Field(2.0, ge=0)
+    # the same for validation.metric, in its units (points for shares; a rise of an error is a drop)
+    max_metric_drop: float | None = Field(None, ge=0)
+    max_robust_metric_drop: float | None = Field(None, ge=0)
     # upper_bound: the drop's paired upper confidence bound must be within the limit (the model
     # is shown to be no worse than that: a non-inferiority test); point: the point estimate only
     accuracy_decision: Literal["upper_bound", "point"] = "upper_bound"
@@ -55,32 +64,42 @@ def _drop_gate(gate: str, comparison: PairedComparison, limit: float, decision: 
     With ``decision='upper_bound'`` the drop's upper confidence bound must be within the limit:
     the model is shown to lose at most ``limit`` points, not merely estimated to.
     """
-    drop, low, high = -comparison.diff_points, -comparison.ci_high_points, -comparison.ci_low_points
+    drop, (low, high) = comparison.drop_points, comparison.drop_interval
     value = high if decision == "upper_bound" else drop
     ok = value <= limit
     pct = round(100 * comparison.confidence)
-    judged = f"upper {pct}% bound {high:.2f}" if decision == "upper_bound" else f"drop {drop:.2f}"
+    f = ".2f" if comparison.unit == "points" else ".4g"
+    judged = f"upper {pct}% bound {high:{f}}" if decision == "upper_bound" else f"drop {drop:{f}}"
     reason = (
-        f"{what} drop {drop:.2f} points, paired {pct}% CI [{low:.2f}, {high:.2f}], "
-        f"McNemar p={comparison.p_value:.3g}, n={comparison.n}: "
-        f"{judged} {'<=' if ok else '>'} {limit:.2f}"
+        f"{what} drop {drop:{f}} {comparison.unit}, paired {pct}% CI [{low:{f}}, {high:{f}}], "
+        f"{comparison.test} p={comparison.p_value:.3g}, n={comparison.n}: "
+        f"{judged} {'<=' if ok else '>'} {limit:{f}}"
     )
     discordance = (comparison.only_reference_right + comparison.only_candidate_right) / comparison.n
-    if not ok and decision == "upper_bound" and discordance > 0 and (high - low) / 2 > limit > 0:
+    binary = comparison.test == "McNemar"
+    if binary and not ok and decision == "upper_bound" and discordance > 0 and (high - low) / 2 > limit > 0:
         needed = statistics.images_needed(limit, discordance, comparison.confidence)
         reason += f" (the interval alone is wider than the budget: it needs about {needed:,} images)"
     return GateResult(gate, ok, value, limit, reason)
 
 
-def sample_size_warnings(n: int, params: GateParams, confidence: float) -> list[str]:
+def sample_size_warnings(n: int, params: GateParams, confidence: float, metric: str = "top1") -> list[str]:
     """One line per drop gate that ``n`` test images cannot pass even at no loss: the paired
     interval's half-width at ``params.planning_discordance`` is wider than its budget. Said before
-    training, so the user can grow the test split instead of learning it from a refusal."""
-    if params.accuracy_decision != "upper_bound":
+    training, so the user can grow the test split instead of learning it from a refusal.
+
+    Planned for top-1 (0/1 scores, where the discordant share sets the width); another metric's
+    width depends on the spread of its per-sample differences, known only once models exist."""
+    if params.accuracy_decision != "upper_bound" or metric != "top1":
         return []
     half = statistics.paired_half_width(n, params.planning_discordance, confidence)
     lines = []
-    for gate in ("max_accuracy_drop", "max_robust_accuracy_drop"):
+    for gate in (
+        "max_accuracy_drop",
+        "max_robust_accuracy_drop",
+        "max_metric_drop",
+        "max_robust_metric_drop",
+    ):
         budget = getattr(params, gate)
         if budget is not None and half >= budget > 0:  # a 0 budget is no n's to pass: the user chose it
             needed = statistics.images_needed(budget, params.planning_discordance, confidence)
@@ -93,22 +112,16 @@ def sample_size_warnings(n: int, params: GateParams, confidence: float) -> list[
     return lines
 
 
-def max_accuracy_drop(
-    reference: StageFigures, final: StageFigures, limit: float, params: GateParams
-) -> GateResult:
-    """Final model's test accuracy may be at most ``limit`` points below the teacher's (paired)."""
-    comparison = final.vs_teacher.clean
-    return _drop_gate("max_accuracy_drop", comparison, limit, params.accuracy_decision, "accuracy")
+def _drop_judge(gate: str, copy: Literal["clean", "robust"], what: str) -> Gate:
+    """The gate ``gate``: the final model's paired drop against the teacher on the ``copy`` of the
+    test split (clean, or the perturbed one) may be at most its limit."""
 
+    def judge(reference: StageFigures, final: StageFigures, limit: float, params: GateParams) -> GateResult:
+        comparison = getattr(final.vs_teacher, copy)
+        return _drop_gate(gate, comparison, limit, params.accuracy_decision, what)
 
-def max_robust_accuracy_drop(
-    reference: StageFigures, final: StageFigures, limit: float, params: GateParams
-) -> GateResult:
-    """The same on the perturbed copy of the test split."""
-    comparison = final.vs_teacher.robust
-    return _drop_gate(
-        "max_robust_accuracy_drop", comparison, limit, params.accuracy_decision, "robust accuracy"
-    )
+    judge.__name__ = gate
+    return judge
 
 
 def min_size_reduction(
@@ -141,26 +154,35 @@ def min_agreement(
     )
 
 
-# (reference stage, final stage, limit, all gate parameters) -> result
-GATES: dict[str, Callable[[StageFigures, StageFigures, float, GateParams], GateResult]] = {
-    "max_accuracy_drop": max_accuracy_drop,
-    "max_robust_accuracy_drop": max_robust_accuracy_drop,
+GATES: dict[str, Gate] = {
+    # top-1 accuracy, in points (validation.metric: top1)
+    "max_accuracy_drop": _drop_judge("max_accuracy_drop", "clean", "accuracy"),
+    "max_robust_accuracy_drop": _drop_judge("max_robust_accuracy_drop", "robust", "robust accuracy"),
+    # validation.metric, in its units
+    "max_metric_drop": _drop_judge("max_metric_drop", "clean", "metric"),
+    "max_robust_metric_drop": _drop_judge("max_robust_metric_drop", "robust", "robust metric"),
     "min_size_reduction": min_size_reduction,
     "min_agreement": min_agreement,
 }
 
 
 def evaluate_gates(
-    stages: Mapping[str, StageFigures], final_stage: str, params: GateParams
+    stages: Mapping[str, StageFigures], final_stage: str, params: GateParams, metric: str = "top1"
 ) -> list[GateResult]:
     """Every gate whose limit is set (``null`` switches a gate off), ``final_stage`` judged
-    against the reference stage."""
+    against the reference stage; the accuracy-named gates only when ``metric`` is top-1."""
     reference, final = stages[REFERENCE], stages[final_stage]
     limits = {name: getattr(params, name) for name in GATES}
+    robust = ("max_robust_accuracy_drop", "max_robust_metric_drop")
+    if metric != "top1":
+        for name in ACCURACY_GATES:
+            limits[name] = None
     if final.vs_teacher is None or final.vs_teacher.robust is None:
-        limits["max_robust_accuracy_drop"] = None  # robustness evaluation switched off
-    if final.vs_teacher is None:
-        limits["max_accuracy_drop"] = limits["max_robust_accuracy_drop"] = None  # the teacher is final
+        for name in robust:  # robustness evaluation switched off
+            limits[name] = None
+    if final.vs_teacher is None:  # the teacher is final
+        for name in ("max_accuracy_drop", "max_metric_drop", *robust):
+            limits[name] = None
     return [
         GATES[name](reference, final, limit, params) for name, limit in limits.items() if limit is not None
     ]

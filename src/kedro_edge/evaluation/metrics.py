@@ -3,7 +3,9 @@
 ``validation.metric`` names a built-in or an import path. A metric maps a model's outputs and
 the targets of the same samples to a score per sample; its mean is the figure reported, its
 direction says whether higher is better, and 0/1 scores (top-1, top-k) keep the exact McNemar
-test of the paired comparison, where any other score gets the paired bootstrap only.
+test of the paired comparison; any other score gets the paired bootstrap and Wilcoxon's test
+(``kedro_edge.evaluation.statistics``). The score functions live with the tasks they score
+(``kedro_edge.data.task``).
 
 Built-ins:
 - ``top1``: 1 where the arg-max class is the label (classification; the default);
@@ -23,7 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
+from kedro_edge.data.task import Task, mae, miou, mse, multilabel_f1, top1, topk
 from kedro_edge.errors import ConfigError
+from kedro_edge.evaluation import statistics
 from kedro_edge.models.factory import import_object
 from kedro_edge.schema import Strict
 
@@ -43,6 +47,33 @@ class Metric:
     binary: bool = False
     # reported figures are the mean times this: 100 turns a share into percent (points)
     scale: float = 1.0
+    task: Task | None = None  # the targets it scores (None: an import path, any)
+
+    @property
+    def unit(self) -> str:
+        """Of differences: percentage points for shares, else the metric's own units."""
+        return "points" if self.scale == 100 else self.name
+
+    def check_task(self, task: Task) -> None:
+        """A ``ConfigError`` naming the key when the metric cannot score the data's targets."""
+        if self.task is not None and self.task is not task:
+            raise ConfigError(
+                f"parameter '{KEY}': '{self.name}' scores {self.task.value} outputs, but the model input's "
+                f"targets are {task.value} (e.g. miou for masks, top1 for class ids)"
+            )
+
+    def interval(self, scores: np.ndarray, confidence: float) -> tuple[float, float, float]:
+        """(mean, low, high): Wilson for 0/1 scores, else a t interval."""
+        return statistics.mean_interval(scores, self.binary, confidence)
+
+    def paired(
+        self, reference: np.ndarray, candidate: np.ndarray, confidence: float, resamples: int = 20000
+    ) -> statistics.PairedComparison:
+        """Candidate vs reference on the same samples, in this metric's units and direction."""
+        return statistics.paired_scores(
+            reference, candidate, binary=self.binary, higher_is_better=self.higher_is_better,
+            scale=self.scale, unit=self.unit, confidence=confidence, resamples=resamples,
+        )  # fmt: skip
 
     def scores(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Per-sample scores as float64, or a one-line ``ConfigError`` naming the metric."""
@@ -57,54 +88,6 @@ class Metric:
         return out
 
 
-def top1(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    return (outputs.argmax(1) == targets).astype(np.float64)
-
-
-def topk(k: int) -> ScoreFn:
-    def score(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        best = np.argpartition(-outputs, min(k, outputs.shape[1]) - 1, axis=1)[:, :k]
-        return (best == targets[:, None]).any(1).astype(np.float64)
-
-    return score
-
-
-def _per_sample(x: np.ndarray) -> np.ndarray:
-    return x.reshape(len(x), -1).mean(1)
-
-
-def mae(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    return _per_sample(np.abs(outputs.reshape(targets.shape) - targets))
-
-
-def mse(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    return _per_sample((outputs.reshape(targets.shape) - targets) ** 2)
-
-
-def multilabel_f1(threshold: float) -> ScoreFn:
-    def score(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        pred, true = outputs > threshold, targets.astype(bool)
-        tp = (pred & true).sum(1)
-        denom = pred.sum(1) + true.sum(1)
-        return np.where(denom == 0, 1.0, 2 * tp / np.maximum(denom, 1))  # nothing to find, nothing found: 1
-
-    return score
-
-
-def miou(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    classes = outputs.shape[1]
-    pred = outputs.argmax(1).reshape(len(outputs), -1)
-    true = targets.reshape(len(targets), -1)
-    inter = np.zeros((len(pred), classes))
-    union = np.zeros((len(pred), classes))
-    for c in range(classes):
-        p, t = pred == c, true == c
-        inter[:, c] = (p & t).sum(1)
-        union[:, c] = (p | t).sum(1)
-    present = union > 0
-    return (np.where(present, inter / np.maximum(union, 1), 0).sum(1)) / np.maximum(present.sum(1), 1)
-
-
 class MetricParams(Strict):
     """``validation.metric`` as a mapping: a built-in or an import path, and its settings."""
 
@@ -114,18 +97,21 @@ class MetricParams(Strict):
     higher_is_better: bool | None = None  # an import path: its direction (built-ins know theirs)
     binary: bool = False  # an import path: its scores are 0/1 (the exact McNemar test applies)
     scale: float = Field(1.0, gt=0)  # an import path: reported figure = mean score x scale
+    task: Task | None = None  # an import path: the targets it scores (checked against the data)
 
 
 def resolve(params: MetricParams | str) -> Metric:
     """The ``Metric`` that ``validation.metric`` names; a ``ConfigError`` naming the key otherwise."""
     cfg = MetricParams(name=params) if isinstance(params, str) else params
     builtin: dict[str, Metric] = {
-        "top1": Metric("top1", top1, binary=True, scale=100.0),
-        "topk": Metric(f"top{cfg.k}", topk(cfg.k), binary=True, scale=100.0),
-        "mae": Metric("mae", mae, higher_is_better=False),
-        "mse": Metric("mse", mse, higher_is_better=False),
-        "multilabel_f1": Metric("multilabel_f1", multilabel_f1(cfg.threshold), scale=100.0),
-        "miou": Metric("miou", miou, scale=100.0),
+        "top1": Metric("top1", top1, binary=True, scale=100.0, task=Task.CLASSIFICATION),
+        "topk": Metric(f"top{cfg.k}", topk(cfg.k), binary=True, scale=100.0, task=Task.CLASSIFICATION),
+        "mae": Metric("mae", mae, higher_is_better=False, task=Task.REGRESSION),
+        "mse": Metric("mse", mse, higher_is_better=False, task=Task.REGRESSION),
+        "multilabel_f1": Metric(
+            "multilabel_f1", multilabel_f1(cfg.threshold), scale=100.0, task=Task.MULTILABEL
+        ),
+        "miou": Metric("miou", miou, scale=100.0, task=Task.DENSE),
     }
     if cfg.name in builtin:
         return builtin[cfg.name]
@@ -141,4 +127,4 @@ def resolve(params: MetricParams | str) -> Metric:
     fn = import_object(cfg.name, f"{KEY}.name")
     if not callable(fn):
         raise ConfigError(f"parameter '{KEY}.name': '{cfg.name}' is not a function")
-    return Metric(cfg.name, fn, cfg.higher_is_better, cfg.binary, cfg.scale)
+    return Metric(cfg.name, fn, cfg.higher_is_better, cfg.binary, cfg.scale, cfg.task)

@@ -14,15 +14,26 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
 if TYPE_CHECKING:
-    from kedro_edge.evaluation.records import StageFigures
+    from kedro_edge.evaluation.records import MetricInfo, StageFigures
 
 
-def compression_figure(stages: Mapping[str, StageFigures], test_n: int, confidence: float) -> Figure:
-    """Left: accuracy (with its interval) vs p50 latency, robust accuracy hollow, marker area ~
+def _metric_axis(name: str, scale: float) -> tuple[str, str, str]:
+    """(what the axis shows, its unit suffix, the unit of differences) for ``validation.metric``."""
+    what = "accuracy" if name == "top1" else name
+    return what, " (%)" if scale == 100 else "", "points" if scale == 100 else name
+
+
+def compression_figure(
+    stages: Mapping[str, StageFigures], test_n: int, confidence: float, metric: MetricInfo | None = None
+) -> Figure:
+    """Left: the metric (with its interval) vs p50 latency, robust hollow, marker area ~
     file size; the legend carries the labels, so stages close together never overlap.
-    Right: gains over the teacher. ``test_n`` and ``confidence`` label the accuracy axis."""
+    Right: gains over the teacher. ``test_n`` and ``confidence`` label the metric's axis
+    (``metric``: top-1 accuracy when not given)."""
     names = list(stages)
-    acc = [100 * stages[n].accuracy for n in names]
+    k = metric.scale if metric else 100.0
+    what, suffix, unit = _metric_axis(metric.name if metric else "top1", k)
+    acc = [k * stages[n].accuracy for n in names]
     p50 = [stages[n].latency_p50_ms for n in names]
     kib = [stages[n].size_bytes / 1024 for n in names]
     colors = plt.cm.viridis([i / max(1, len(names) - 1) for i in range(len(names))])
@@ -32,17 +43,17 @@ def compression_figure(stages: Mapping[str, StageFigures], test_n: int, confiden
     for i, name in enumerate(names):
         fig_ = stages[name]
         ci = fig_.accuracy_ci
-        err = [[acc[i] - 100 * ci[0]], [100 * ci[1] - acc[i]]]
+        err = [[acc[i] - k * ci[0]], [k * ci[1] - acc[i]]]
         area = 40 + 700 * kib[i] / max(kib)
         left.errorbar(p50[i], acc[i], yerr=err, fmt="none", ecolor=colors[i], capsize=4, lw=1.2)
-        interval = f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
-        label = f"{name}: {acc[i]:.2f}% {interval}, {p50[i]:.3g} ms, {kib[i]:,.0f} KiB"
+        interval = f"[{k * ci[0]:.3g}, {k * ci[1]:.3g}]"
+        label = f"{name}: {acc[i]:.4g}{'%' if suffix else ''} {interval}, {p50[i]:.3g} ms, {kib[i]:,.0f} KiB"
         left.scatter(
             p50[i], acc[i], s=area, color=colors[i], alpha=0.8, edgecolors="k", label=label, zorder=3
         )
-        low_y.append(100 * ci[0])
+        low_y.append(k * ci[0])
         if fig_.robust_accuracy is not None:
-            robust = 100 * fig_.robust_accuracy
+            robust = k * fig_.robust_accuracy
             left.scatter(
                 p50[i], robust, s=60, facecolors="none", edgecolors=colors[i], linewidths=1.5, zorder=3
             )
@@ -55,29 +66,31 @@ def compression_figure(stages: Mapping[str, StageFigures], test_n: int, confiden
             s=60,
             facecolors="none",
             edgecolors="grey",
-            label="hollow: robust accuracy (perturbed test copy)",
+            label=f"hollow: robust {what} (perturbed test copy)",
         )
     left.set_xscale("log")
     left.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     left.xaxis.set_major_formatter(ScalarFormatter())
     left.xaxis.set_minor_formatter(NullFormatter())
     top, bottom = max(acc), min(low_y)
-    spread = max(top - bottom, 1.0)
+    spread = max(top - bottom, 1.0 if suffix else 1e-9)
     left.set_ylim(bottom - 0.15 * spread, top + 0.15 * spread)
     left.set_xlim(min(p50) / 1.6, max(p50) * 1.6)
     left.set_xlabel("host latency p50, batch 1 (ms, log scale)")
     n = test_n
     pct = round(100 * confidence)
     left.set_ylabel(
-        f"test accuracy, ONNX Runtime (%)\nn = {n:,} images, {pct}% intervals" if n else "test accuracy (%)"
+        f"test {what}, ONNX Runtime{suffix}\nn = {n:,} images, {pct}% intervals"
+        if n
+        else f"test {what}{suffix}"
     )
-    left.set_title("accuracy vs latency (marker area ~ file size)")
+    left.set_title(f"{what} vs latency (marker area ~ file size)")
     left.grid(alpha=0.3, which="both")
     # labels in a legend below the axes: stages with close figures never write over each other
     legend = left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7.5, frameon=False)
     for handle in legend.legend_handles:
         handle.set_sizes([50])
-    _paired_panel(middle, stages, names, colors)
+    _paired_panel(middle, stages, names, colors, f"{what} change vs teacher ({unit})")
 
     base = stages[names[0]]
     size_gain = [base.size_bytes / stages[n].size_bytes for n in names]
@@ -105,8 +118,8 @@ def compression_figure(stages: Mapping[str, StageFigures], test_n: int, confiden
     return fig
 
 
-def _paired_panel(ax, stages: Mapping[str, StageFigures], names: list[str], colors) -> None:
-    """Each stage's paired accuracy change vs the teacher, clean and robust, with its interval."""
+def _paired_panel(ax, stages: Mapping[str, StageFigures], names: list[str], colors, ylabel: str) -> None:
+    """Each stage's paired change of the metric vs the teacher, clean and robust, with its interval."""
     rows = [(i, n) for i, n in enumerate(names) if stages[n].vs_teacher is not None]
     for offset, kind, marker in ((-0.12, "clean", "o"), (0.12, "robust", "s")):
         for i, name in rows:
@@ -125,11 +138,11 @@ def _paired_panel(ax, stages: Mapping[str, StageFigures], names: list[str], colo
                 mfc=colors[i] if kind == "clean" else "none",
                 label=kind if i == rows[0][0] else None,
             )
-            ax.annotate(f"{d:+.2f}", (i + offset, d), textcoords="offset points", xytext=(8, -3), fontsize=7)
+            ax.annotate(f"{d:+.3g}", (i + offset, d), textcoords="offset points", xytext=(8, -3), fontsize=7)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(range(len(names)), names)
     ax.set_xlim(-0.5, len(names) - 0.5)
-    ax.set_ylabel("accuracy change vs teacher (points)")
+    ax.set_ylabel(ylabel)
     n = next((stages[n].vs_teacher.clean.n for _, n in rows), None)
     ax.set_title(f"paired change vs teacher, same {n:,} images (95% CI)" if n else "paired change vs teacher")
     ax.grid(alpha=0.3, axis="y")
@@ -142,6 +155,8 @@ def robustness_curve_figure(record: Mapping) -> Figure:
     interval. Right: each stage's paired change vs the reference on the same perturbed images;
     the dashed line marks the severity the gate judges."""
     names = list(record["stages"])
+    k = record.get("scale", 100.0)
+    what, suffix, unit = _metric_axis(record.get("metric", "top1"), k)
     colors = plt.cm.viridis([i / max(1, len(names) - 1) for i in range(len(names))])
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
     if not record["severities"]:
@@ -157,9 +172,9 @@ def robustness_curve_figure(record: Mapping) -> Figure:
     for i, name in enumerate(names):
         pts = record["stages"][name]
         sev = [p["severity"] for p in pts]
-        acc = [100 * p["accuracy"] for p in pts]
-        err = [[a - 100 * p["accuracy_ci"][0] for a, p in zip(acc, pts, strict=True)],
-               [100 * p["accuracy_ci"][1] - a for a, p in zip(acc, pts, strict=True)]]  # fmt: skip
+        acc = [k * p["accuracy"] for p in pts]
+        err = [[a - k * p["accuracy_ci"][0] for a, p in zip(acc, pts, strict=True)],
+               [k * p["accuracy_ci"][1] - a for a, p in zip(acc, pts, strict=True)]]  # fmt: skip
         left.errorbar(sev, acc, yerr=err, marker="o", capsize=3, color=colors[i], label=name)
         paired = [(p["severity"], p["vs_reference"]) for p in pts if p["vs_reference"]]
         if paired:
@@ -182,10 +197,10 @@ def robustness_curve_figure(record: Mapping) -> Figure:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     pct = round(100 * record["confidence"])
-    left.set_ylabel(f"test accuracy (%), {pct}% CI, n = {record['n']:,}")
-    left.set_title("accuracy as the input degrades")
+    left.set_ylabel(f"test {what}{suffix}, {pct}% CI, n = {record['n']:,}")
+    left.set_title(f"{what} as the input degrades")
     right.axhline(0, color="grey", lw=0.8)
-    right.set_ylabel(f"change vs {record['reference']} (points, paired {pct}% CI)")
+    right.set_ylabel(f"change vs {record['reference']} ({unit}, paired {pct}% CI)")
     right.set_title(f"margin against {record['reference']} on the same perturbed images")
     fig.tight_layout()
     return fig

@@ -199,6 +199,19 @@ class Finding:
         return cls(**kw)
 
 
+@dataclass(frozen=True)
+class MetricInfo:
+    """Which metric the figures are (``validation.metric``): ``accuracy`` fields hold its mean."""
+
+    name: str
+    higher_is_better: bool
+    unit: str  # of paired differences: "points" for shares, else the metric's own
+    scale: float  # reported figure = mean x scale (100: percent)
+
+    def to_json(self) -> dict[str, Any]:
+        return _to_json(self)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CompressionMetrics:
     """``compression_metrics.json``: every stage's figures, the warnings and the gate results."""
@@ -212,6 +225,7 @@ class CompressionMetrics:
     warnings: list[Finding]
     gates: list[GateResult]
     passed: bool
+    metric: MetricInfo | None = _optional()  # None: top-1 accuracy (files from before metrics)
 
     @property
     def final(self) -> StageFigures:
@@ -242,6 +256,8 @@ class CompressionMetrics:
             Finding.from_json(w, f"{where}.warnings[{i}]")
             for i, w in enumerate(_list(kw["warnings"], f"{where}.warnings"))
         ]
+        if "metric" in kw:
+            kw["metric"] = MetricInfo(**_kwargs(kw["metric"], MetricInfo, f"{where}.metric"))
         kw["gates"] = [
             GateResult(**_kwargs(g, GateResult, f"{where}.gates[{i}]"))
             for i, g in enumerate(_list(kw["gates"], f"{where}.gates"))

@@ -32,12 +32,12 @@ if TYPE_CHECKING:  # annotations only: the hooks print this table without loadin
 def _paired(
     reference: StageEvaluation, candidate: StageEvaluation, cfg: ValidationParams, stage: str | None = None
 ) -> StageComparison:
-    robust = None
-    if reference.robust_correct is not None and candidate.robust_correct is not None:
-        robust = statistics.paired(
-            reference.robust_correct, candidate.robust_correct, cfg.confidence, cfg.bootstrap_resamples
+    metric, robust = cfg.scorer, None
+    if reference.robust_scores is not None and candidate.robust_scores is not None:
+        robust = metric.paired(
+            reference.robust_scores, candidate.robust_scores, cfg.confidence, cfg.bootstrap_resamples
         )
-    clean = statistics.paired(reference.correct, candidate.correct, cfg.confidence, cfg.bootstrap_resamples)
+    clean = metric.paired(reference.scores, candidate.scores, cfg.confidence, cfg.bootstrap_resamples)
     return StageComparison(stage=stage, clean=clean, robust=robust)
 
 
@@ -57,15 +57,15 @@ def compare(evaluations: Mapping[str, StageEvaluation], cfg: ValidationParams) -
 
 
 def _significant_loss(comparison: statistics.PairedComparison, alpha: float) -> bool:
-    return comparison.diff_points < 0 and comparison.p_value < alpha
+    return comparison.drop_points > 0 and comparison.p_value < alpha
 
 
 def regressions(stages: Mapping[str, StageFigures], cfg: ValidationParams) -> list[Finding]:
     """Where a stage is slower, larger or significantly less accurate than the stage before it.
 
     Slower: p50 more than ``cfg.slower_tolerance`` above (host timing noise is a few percent).
-    Less accurate: a paired loss with McNemar p < 1 - confidence (a drop that could be the
-    luck of the draw is not called one).
+    Less accurate: a paired loss of the metric with p < 1 - confidence (McNemar for 0/1 scores,
+    else Wilcoxon: a drop that could be the luck of the draw is not called one).
     """
     alpha = 1 - cfg.confidence
     found = []
@@ -91,15 +91,17 @@ def regressions(stages: Mapping[str, StageFigures], cfg: ValidationParams) -> li
     return found
 
 
-def _pct(value: float, ci: tuple[float, float] | None) -> str:
+def _pct(value: float, ci: tuple[float, float] | None, scale: float = 100.0) -> str:
+    f, g = (".2f", ".1f") if scale == 100 else (".4g", ".3g")
     if ci is None:
-        return f"{100 * value:.2f}"
-    return f"{100 * value:.2f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+        return f"{scale * value:{f}}"
+    return f"{scale * value:{f}} [{scale * ci[0]:{g}}, {scale * ci[1]:{g}}]"
 
 
 def _diff(comparison: statistics.PairedComparison) -> str:
+    f = ".2f" if comparison.unit == "points" else ".3g"
     return (
-        f"{comparison.diff_points:+.2f} [{comparison.ci_low_points:+.2f}, {comparison.ci_high_points:+.2f}]"
+        f"{comparison.diff_points:+{f}} [{comparison.ci_low_points:+{f}}, {comparison.ci_high_points:+{f}}]"
     )
 
 
@@ -107,6 +109,10 @@ def summary_rows(metrics: CompressionMetrics) -> list[dict[str, str]]:
     """One row of strings per stage: what the summary table prints (and tests read)."""
     stages = metrics.stages
     teacher = next(iter(stages.values()))
+    name, k = (metrics.metric.name, metrics.metric.scale) if metrics.metric else ("top1", 100.0)
+    what = "accuracy" if name == "top1" else name
+    col, robust_col = (f"{what} %", "robust %") if k == 100 else (what, f"robust {what}")
+    unit = "pts" if k == 100 else name
     rows = []
     for name, fig in stages.items():
         clean = fig.vs_teacher.clean if fig.vs_teacher else None
@@ -115,12 +121,14 @@ def summary_rows(metrics: CompressionMetrics) -> list[dict[str, str]]:
         rows.append(
             {
                 "stage": name,
-                "accuracy %": _pct(fig.accuracy, fig.accuracy_ci),
-                "vs teacher (pts)": _diff(clean) if clean else "—",
-                "robust %": _pct(fig.robust_accuracy, fig.robust_accuracy_ci)
+                col: _pct(fig.accuracy, fig.accuracy_ci, k),
+                f"vs teacher ({unit})": _diff(clean) if clean else "—",
+                robust_col: _pct(fig.robust_accuracy, fig.robust_accuracy_ci, k)
                 if fig.robust_accuracy is not None
                 else "—",
-                "robust vs teacher": f"{robust.diff_points:+.2f}" if robust else "—",
+                "robust vs teacher": f"{robust.diff_points:+{'.2f' if k == 100 else '.3g'}}"
+                if robust
+                else "—",
                 "KiB": f"{fig.size_bytes / 1024:,.0f}",
                 "shipped KiB": f"{shipped / 1024:,.0f}" if shipped is not None else "—",
                 "p50 ms": f"{fig.latency_p50_ms:.3g}",
@@ -133,7 +141,7 @@ def summary_rows(metrics: CompressionMetrics) -> list[dict[str, str]]:
 
 
 def summary_table(metrics: CompressionMetrics) -> Table:
-    """The table `kedro run` ends with: accuracy ± interval, robust accuracy, size, p50, x vs teacher."""
+    """The table `kedro run` ends with: the metric ± interval, robust, size, p50, x vs teacher."""
     rows = summary_rows(metrics)
     n = next(iter(metrics.stages.values())).n
     pct = round(100 * metrics.confidence)

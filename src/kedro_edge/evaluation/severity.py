@@ -15,16 +15,15 @@ import onnx
 
 from kedro_edge.data import Splits
 from kedro_edge.data.perturb import at_severity
-from kedro_edge.evaluation import statistics
 from kedro_edge.evaluation.params import ValidationParams
 from kedro_edge.evaluation.robustness import perturbed_copy
 from kedro_edge.runtimes.onnxruntime import ort_predict, session
 
 
 def curve(models: Mapping[str, onnx.ModelProto], splits: Splits, cfg: ValidationParams) -> dict[str, Any]:
-    """Per stage (the first is the reference), per severity: accuracy with its interval and the
+    """Per stage (the first is the reference), per severity: the metric with its interval and the
     paired change against the reference on the same images (``robustness_curve.json``)."""
-    rob = cfg.robustness
+    rob, metric = cfg.robustness, cfg.scorer
     severities = sorted({0.0, *rob.severities}) if rob.enabled else []
     x, y = splits.x("test"), splits.y("test")
     sessions = {name: session(m, cfg.latency.threads) for name, m in models.items()}
@@ -32,28 +31,30 @@ def curve(models: Mapping[str, onnx.ModelProto], splits: Splits, cfg: Validation
     points: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
     for s in severities:
         xs = x if s == 0 else perturbed_copy(x, rob, splits.preprocessing, severity=s)
-        correct = {
-            name: ort_predict(sess, xs, cfg.batch_size).argmax(1) == y for name, sess in sessions.items()
+        scores = {
+            name: metric.scores(ort_predict(sess, xs, cfg.batch_size), y) for name, sess in sessions.items()
         }
         scaled = at_severity(rob, s)
-        for name, right in correct.items():
-            acc = statistics.accuracy(right, cfg.confidence)
+        for name, got in scores.items():
+            mean, low, high = metric.interval(got, cfg.confidence)
             vs = None
             if name != reference:
-                vs = statistics.paired(correct[reference], right, cfg.confidence, cfg.bootstrap_resamples)
+                vs = metric.paired(scores[reference], got, cfg.confidence, cfg.bootstrap_resamples)
             points[name].append(
                 {
                     "severity": s,
                     "noise_std": scaled.noise_std,
                     "max_shift": scaled.max_shift,
                     "contrast": scaled.contrast,
-                    "accuracy": acc.accuracy,
-                    "accuracy_ci": [acc.ci_low, acc.ci_high],
+                    "accuracy": mean,
+                    "accuracy_ci": [low, high],
                     "vs_reference": vs.to_dict() if vs else None,
                 }
             )
     return {
         "reference": reference,
+        "metric": metric.name,
+        "scale": metric.scale,
         "n": int(len(y)),
         "confidence": cfg.confidence,
         "gate_severity": 1.0,

@@ -1,7 +1,8 @@
-"""Figures for an artifact, measured through ONNX Runtime: accuracy, size, params, MACs, latency.
+"""Figures for an artifact, measured through ONNX Runtime: the metric, size, params, MACs, latency.
 
-Accuracy comes with n and a confidence interval, on the clean test split and, when given,
-on its perturbed copy (``kedro_edge.evaluation.robustness``).
+The metric (``validation.metric``, top-1 accuracy by default) comes with n and a confidence
+interval, on the clean test split and, when given, on its perturbed copy
+(``kedro_edge.evaluation.robustness``); the per-sample scores are kept for paired comparisons.
 
 Latency is single-stream (batch 1, one query at a time) with a fixed thread count, after a
 warm-up, until both a minimum number of runs and a minimum duration are reached (MLPerf's
@@ -20,7 +21,7 @@ from torch import nn
 
 from kedro_edge.compress.quantize import is_quantization_aware, to_float
 from kedro_edge.data import Splits
-from kedro_edge.evaluation import statistics as acc
+from kedro_edge.evaluation.metrics import Metric, resolve
 from kedro_edge.evaluation.records import Agreement, StageFigures
 from kedro_edge.models.footprint import footprint
 from kedro_edge.models.training import predict
@@ -32,11 +33,11 @@ from kedro_edge.runtimes.timing import TimingSpec
 
 @dataclass
 class StageEvaluation:
-    """One stage's figures, and per-image correctness for the paired comparisons."""
+    """One stage's figures, and per-sample scores for the paired comparisons."""
 
     figures: StageFigures
-    correct: np.ndarray
-    robust_correct: np.ndarray | None
+    scores: np.ndarray
+    robust_scores: np.ndarray | None
 
 
 def evaluate_stage(
@@ -47,34 +48,37 @@ def evaluate_stage(
     batch_size: int = 256,
     robust_x: np.ndarray | None = None,
     confidence: float = 0.95,
+    metric: Metric | None = None,
 ) -> StageEvaluation:
     """All figures for one stage: ``onnx_model`` is what runs, ``module`` the torch reference.
 
-    Accuracy is on the test split with its n and Wilson interval; ``robust_x`` (the perturbed
-    copy of the test images) adds the same for robust accuracy.
+    ``metric`` (top-1 when not given) is scored on the test split with its n and interval
+    (Wilson for 0/1 scores); ``robust_x`` (the perturbed copy of the test images) adds the same
+    on it.
     """
+    metric = metric or resolve("top1")
     x, y = splits.x("test"), splits.y("test")
     sess = session(onnx_model, latency.threads)
     logits = ort_predict(sess, x, batch_size)
-    correct = logits.argmax(1) == y
-    clean = acc.accuracy(correct, confidence)
+    scores = metric.scores(logits, y)
+    clean = metric.interval(scores, confidence)
     example = torch.from_numpy(x[:1])
     if is_graph_only(module):  # a teacher known only as an ONNX graph: counted on the graph
         fp = module.footprint(example)
     else:
         fp = footprint(to_float(module) if is_quantization_aware(module) else module, example)
     times = latency_ms(sess, x[: min(len(x), 64)], latency)
-    robust_correct, robust = None, None
+    robust_scores, robust = None, None
     if robust_x is not None:
-        robust_correct = ort_predict(sess, robust_x, batch_size).argmax(1) == y
-        robust = acc.accuracy(robust_correct, confidence)
+        robust_scores = metric.scores(ort_predict(sess, robust_x, batch_size), y)
+        robust = metric.interval(robust_scores, confidence)
     serialized = onnx_model.SerializeToString()
     figures = StageFigures(
-        accuracy=clean.accuracy,
-        accuracy_ci=(clean.ci_low, clean.ci_high),
-        n=clean.n,
-        robust_accuracy=robust.accuracy if robust else None,
-        robust_accuracy_ci=(robust.ci_low, robust.ci_high) if robust else None,
+        accuracy=clean[0],
+        accuracy_ci=clean[1:],
+        n=len(scores),
+        robust_accuracy=robust[0] if robust else None,
+        robust_accuracy_ci=robust[1:] if robust else None,
         size_bytes=len(serialized),
         shipped_bytes=shipped_size(serialized),  # lzma: what a release sends to each device
         params=fp.params,
@@ -84,4 +88,4 @@ def evaluate_stage(
         latency_runs=int(len(times)),
         torch_vs_onnx=Agreement(**parity(predict(module, x, batch_size), logits)),
     )
-    return StageEvaluation(figures, correct, robust_correct)
+    return StageEvaluation(figures, scores, robust_scores)

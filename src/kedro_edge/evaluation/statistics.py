@@ -1,4 +1,4 @@
-"""Accuracy with its uncertainty: intervals for one model, paired comparisons for two.
+"""A metric with its uncertainty: intervals for one model, paired comparisons for two.
 
 An accuracy figure without n and an interval cannot tell a real loss from the luck of the
 test draw. For one model: the Wilson score interval (good coverage at accuracies near 100%,
@@ -10,11 +10,16 @@ are the pairing: only the discordant ones (one right, the other wrong) carry inf
   counts from a multinomial: the same distribution as resampling rows, without the rows.
 
 Differences are reported in percentage points, ``candidate - reference`` (negative = a drop).
+
+Any other per-sample score (mIoU, an absolute error, the user's metric: ``evaluation.metrics``)
+gets a t interval of its mean for one model and, for two, the paired bootstrap of the per-sample
+differences with a Wilcoxon signed-rank p-value (``paired_scores``); differences are then in the
+metric's reported units (``unit``), and ``drop_points`` follows its direction.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -49,16 +54,35 @@ class PairedComparison:
     ci_low_points: float
     ci_high_points: float
     p_value: float
-    only_reference_right: int
+    only_reference_right: int  # 0/1 scores: right for one model only; others: better for one only
     only_candidate_right: int
     confidence: float
+    test: str = "McNemar"  # of ``p_value``: exact McNemar (0/1 scores) or Wilcoxon signed-rank
+    higher_is_better: bool = True
+    unit: str = "points"  # of the differences: points for shares, else the metric's own
 
     @property
     def drop_points(self) -> float:
-        return -self.diff_points
+        """The loss in the metric's direction (a rise of an error is a drop)."""
+        return -self.diff_points if self.higher_is_better else self.diff_points
+
+    @property
+    def drop_interval(self) -> tuple[float, float]:
+        """The confidence interval of ``drop_points``, low to high."""
+        if self.higher_is_better:
+            return -self.ci_high_points, -self.ci_low_points
+        return self.ci_low_points, self.ci_high_points
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As JSON; ``test``, ``higher_is_better`` and ``unit`` only when not top-1's (so records
+        written before other metrics existed read and write back the same)."""
+        out = asdict(self)
+        for key, default in (("test", "McNemar"), ("higher_is_better", True), ("unit", "points")):
+            if out[key] == default:
+                del out[key]
+        return out
+
+    to_json = to_dict
 
     def describe(self) -> str:
         return describe(self.to_dict())
@@ -68,10 +92,12 @@ def describe(comparison: dict) -> str:
     """A paired comparison (``PairedComparison.to_dict()``) in one line, e.g.
     '-0.42 points [-0.71, -0.13] (paired 95% CI, McNemar p=0.006, n=5200)'."""
     pct = round(100 * comparison["confidence"])
+    unit = comparison.get("unit", "points")
+    f = ".2f" if unit == "points" else ".4g"
     return (
-        f"{comparison['diff_points']:+.2f} points [{comparison['ci_low_points']:+.2f}, "
-        f"{comparison['ci_high_points']:+.2f}] (paired {pct}% CI, McNemar p={comparison['p_value']:.3g}, "
-        f"n={comparison['n']})"
+        f"{comparison['diff_points']:+{f}}{' ' + unit if unit else ''} [{comparison['ci_low_points']:+{f}}, "
+        f"{comparison['ci_high_points']:+{f}}] (paired {pct}% CI, {comparison.get('test', 'McNemar')} "
+        f"p={comparison['p_value']:.3g}, n={comparison['n']})"
     )
 
 
@@ -153,6 +179,79 @@ def paired(
         only_reference_right=counts[1],
         only_candidate_right=counts[2],
         confidence=confidence,
+    )
+
+
+def mean_interval(scores: np.ndarray, binary: bool, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of per-sample ``scores``: Wilson for 0/1 scores, else a t interval."""
+    scores = np.asarray(scores, dtype=np.float64)
+    n = scores.size
+    if binary:
+        low, high = wilson_interval(int(round(scores.sum())), n, confidence)
+        return float(scores.mean()), low, high
+    half = (
+        stats.t.ppf(0.5 + confidence / 2, max(n - 1, 1)) * scores.std(ddof=1) / np.sqrt(n) if n > 1 else 0.0
+    )
+    return float(scores.mean()), float(scores.mean() - half), float(scores.mean() + half)
+
+
+def paired_scores(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    *,
+    binary: bool,
+    higher_is_better: bool = True,
+    scale: float = 100.0,
+    unit: str = "points",
+    confidence: float = 0.95,
+    resamples: int = 20000,
+    seed: int = 0,
+) -> PairedComparison:
+    """Two models' per-sample scores on the same samples; differences are ``scale`` x the mean's.
+
+    0/1 scores keep ``paired`` (McNemar and the multinomial bootstrap); other scores resample
+    samples (the paired bootstrap of the mean difference, drawn in chunks so memory stays small)
+    and test with Wilcoxon's signed-rank test.
+    """
+    ref, cand = np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+    if binary:
+        c = paired(ref > 0.5, cand > 0.5, confidence, resamples, seed)
+        k = scale / 100
+        low, high = k * c.ci_low_points, k * c.ci_high_points
+        return replace(
+            c, diff_points=k * c.diff_points, ci_low_points=low, ci_high_points=high,
+            higher_is_better=higher_is_better, unit=unit,
+        )  # fmt: skip
+    if ref.shape != cand.shape or ref.ndim != 1 or ref.size == 0:
+        raise ValueError(
+            f"paired comparison needs two equal-length 1-D vectors, got {ref.shape} and {cand.shape}"
+        )
+    diff = cand - ref
+    n = diff.size
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // n)
+    means = np.concatenate(
+        [diff[rng.integers(0, n, (min(chunk, resamples - i), n))].mean(1) for i in range(0, resamples, chunk)]
+    )
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    p = float(stats.wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
+    cand_better = int((diff > 0).sum() if higher_is_better else (diff < 0).sum())
+    ref_better = int((diff < 0).sum() if higher_is_better else (diff > 0).sum())
+    return PairedComparison(
+        n=n,
+        reference_accuracy=float(ref.mean()),
+        candidate_accuracy=float(cand.mean()),
+        diff_points=float(scale * diff.mean()),
+        ci_low_points=float(scale * low),
+        ci_high_points=float(scale * high),
+        p_value=p,
+        only_reference_right=ref_better,
+        only_candidate_right=cand_better,
+        confidence=confidence,
+        test="Wilcoxon",
+        higher_is_better=higher_is_better,
+        unit=unit,
     )
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from kedro.io import AbstractDataset
 
-from kedro_edge.data import check_images, load_digits_arrays
-from kedro_edge.data.glyphs import CLASSES, GlyphSpec, generate
+from kedro_edge.data import check_images, check_masks, load_digits_arrays
+from kedro_edge.data.glyphs import CLASSES, GlyphSpec, generate, generate_masks
 from kedro_edge.errors import DataError
 from kedro_edge.io.base import FileDataset
 from kedro_edge.progress import progress_bar
@@ -83,7 +83,8 @@ class GlyphsDataset(NpzDataset):
     The first load renders the images (a rich progress bar; ~7 s for 20,000) and writes them
     with the spec that made them; later loads read the file. A file whose recorded spec
     differs from the catalog's is regenerated, so editing the catalog never serves stale
-    data. Read-only for pipelines: ``save`` refuses.
+    data. Read-only for pipelines: ``save`` refuses. ``masks: true`` adds each image's stroke
+    mask (the segmentation task: ``kedro run --env segmentation``).
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class GlyphsDataset(NpzDataset):
         size: int = 32,
         seed: int = 0,
         severity: float = 1.0,
+        masks: bool = False,
         metadata: dict[str, Any] | None = None,
         credentials: dict[str, Any] | None = None,
         fs_args: dict[str, Any] | None = None,
@@ -101,18 +103,25 @@ class GlyphsDataset(NpzDataset):
         if n_per_class < 1 or size < 8 or severity < 0:
             raise DataError(f"{filepath}: GlyphsDataset needs n_per_class >= 1, size >= 8, severity >= 0")
         self._spec = GlyphSpec(n_per_class=n_per_class, size=size, seed=seed, severity=severity)
+        self._masks = masks
+
+    def _recorded(self) -> dict[str, Any]:
+        """What the file records it was made from (the spec, and ``masks`` when they are in it)."""
+        return {**self._spec.to_json(), **({"masks": True} if self._masks else {})}
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), **self._spec.to_json()}
+        return {"filepath": str(self._filepath), **self._recorded()}
 
     def load(self) -> dict[str, np.ndarray]:
         arrays = self._cached()
         if arrays is None:
-            images, labels = _generate_with_progress(self._spec)
-            spec = np.asarray(json.dumps(self._spec.to_json(), sort_keys=True))
-            super().save({"images": images, "labels": labels, "spec": spec})  # write-then-rename
-            arrays = {"images": images, "labels": labels}
-        images, labels = check_images(arrays["images"], arrays["labels"], str(self._filepath))
+            arrays = _generate_with_progress(self._spec, self._masks)
+            spec = np.asarray(json.dumps(self._recorded(), sort_keys=True))
+            super().save({**arrays, "spec": spec})  # write-then-rename
+        source = str(self._filepath)
+        images, labels = check_images(arrays["images"], arrays["labels"], source)
+        if self._masks:
+            return {"images": images, "labels": labels, "masks": check_masks(arrays["masks"], images, source)}
         return {"images": images, "labels": labels}
 
     def _cached(self) -> dict[str, np.ndarray] | None:
@@ -120,7 +129,7 @@ class GlyphsDataset(NpzDataset):
         try:
             with self._location.readable() as path:
                 arrays = self._read(path)
-            return arrays if json.loads(str(arrays["spec"])) == self._spec.to_json() else None
+            return arrays if json.loads(str(arrays["spec"])) == self._recorded() else None
         except Exception:  # missing, unreadable or from another generator: generate afresh
             return None
 
@@ -128,7 +137,7 @@ class GlyphsDataset(NpzDataset):
         raise DataError(f"{self._filepath}: GlyphsDataset is read-only (generated data)")
 
 
-def _generate_with_progress(spec: GlyphSpec) -> tuple[np.ndarray, np.ndarray]:
+def _generate_with_progress(spec: GlyphSpec, masks: bool = False) -> dict[str, np.ndarray]:
     with progress_bar() as bar:
         task = bar.add_task("generate glyphs", total=spec.n_per_class * len(CLASSES), status="")
 
@@ -137,4 +146,8 @@ def _generate_with_progress(spec: GlyphSpec) -> tuple[np.ndarray, np.ndarray]:
                 yield i
                 bar.advance(task)
 
-        return generate(spec, track)
+        if masks:
+            images, stroke_masks, labels = generate_masks(spec, track)
+            return {"images": images, "labels": labels, "masks": stroke_masks}
+        images, labels = generate(spec, track)
+        return {"images": images, "labels": labels}

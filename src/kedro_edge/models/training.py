@@ -1,7 +1,8 @@
 """One training loop for every stage that trains: teacher, pruning fine-tune, distillation.
 
-Seeded (same seed, same weights), early stopping on validation accuracy with the best
-weights restored, and a rich progress bar per call.
+Seeded (same seed, same weights), early stopping on the task's validation score (top-1 accuracy,
+mean IoU for masks: ``kedro_edge.data.task``) with the best weights restored, and a rich progress
+bar per call. The loss is the task's unless a stage gives its own (distillation).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from kedro_edge.data import Splits, batches
+from kedro_edge.data.task import Task, task_of
 from kedro_edge.progress import progress_bar
 from kedro_edge.schema import Strict
 
@@ -40,10 +41,6 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 # (a training batch, the epoch's generator) -> the batch as trained on
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
-
-
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, labels)
 
 
 Precision = Literal["auto", "float32", "bfloat16"]
@@ -83,14 +80,15 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarra
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    return float((predict(model, x).argmax(1) == y).mean())
+    """The task's validation score of ``model`` (top-1 accuracy for class ids, mean IoU for masks)."""
+    return task_of(y).score(predict(model, x), y)
 
 
-def _score(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(accuracy, -loss): higher is better; the loss breaks ties once accuracy saturates."""
-    logits = torch.from_numpy(predict(model, x))
-    loss = F.cross_entropy(logits, torch.from_numpy(y)).item()
-    return float((logits.argmax(1).numpy() == y).mean()), -loss
+def _score(model: nn.Module, x: np.ndarray, y: np.ndarray, task: Task) -> tuple[float, float]:
+    """(the task's score, -loss): higher is better; the loss breaks ties once the score saturates."""
+    outputs = predict(model, x)
+    loss = task.loss(torch.from_numpy(outputs), torch.from_numpy(y)).item()
+    return task.score(outputs, y), -loss
 
 
 def fit(
@@ -103,7 +101,7 @@ def fit(
     weight_decay: float = 0.0,
     patience: int | None = None,
     seed: int = 0,
-    loss_fn: LossFn = cross_entropy,
+    loss_fn: LossFn | None = None,
     description: str = "train",
     targets: np.ndarray | None = None,
     augment: Augment | None = None,
@@ -122,10 +120,13 @@ def fit(
     returned in the usual memory format. Validation scoring runs in float32.
     """
     torch.manual_seed(seed)
+    kind = splits.task
+    if loss_fn is None:
+        loss_fn = lambda out, y, _: kind.loss(out, y)  # noqa: E731
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     x_val, y_val = splits.x("val"), splits.y("val")
-    best, best_state, stale = _score(model, x_val, y_val), copy.deepcopy(model.state_dict()), 0
+    best, best_state, stale = _score(model, x_val, y_val, kind), copy.deepcopy(model.state_dict()), 0
     result = FitResult(best_val_accuracy=best[0], epochs_run=0)
     x_train = splits.x("train")
     index = np.arange(len(x_train))  # batches of indices: ``targets`` rows follow the same order
@@ -155,7 +156,7 @@ def fit(
                 losses.append(loss.item())
             sched.step()
             model.to(memory_format=torch.contiguous_format)
-            score = _score(model, x_val, y_val)
+            score = _score(model, x_val, y_val, kind)
             val_acc = score[0]
             result.history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_accuracy": val_acc})
             result.epochs_run = epoch + 1
@@ -180,7 +181,7 @@ def finetune(
     train: TrainParams,
     seed: int,
     description: str,
-    loss_fn: LossFn = cross_entropy,
+    loss_fn: LossFn | None = None,
     targets: np.ndarray | None = None,
 ) -> None:
     """Fine-tune ``model`` in place for ``epochs`` (none: unchanged) with the training split's batch

@@ -23,18 +23,25 @@ def _search(
     fleet: Fleet | None,
     compression: dict,
     training: dict,
+    validation: dict | None,
 ) -> tuple[dict[str, Any], Figure]:
     from kedro_edge.search import record
     from kedro_edge.search.driver import search
 
     cfg = config.parse(config.CompressionParams, compression, "compression")
     train = config.parse(config.TrainParams, training, "training")
-    result = search(teacher, data.Splits(model_input), cfg, train, fleet)
+    metric = config.parse(config.ValidationParams, validation, "validation").scorer
+    result = search(teacher, data.Splits(model_input), cfg, train, fleet, metric)
     return result, record.figure(result)
 
 
 def search_compression(
-    teacher: nn.Module, model_input: dict[str, np.ndarray], fleet: Fleet, compression: dict, training: dict
+    teacher: nn.Module,
+    model_input: dict[str, np.ndarray],
+    fleet: Fleet,
+    compression: dict,
+    training: dict,
+    validation: dict | None = None,
 ) -> tuple[dict[str, Any], Figure]:
     """With ``compression.search.enabled``, the search's record and Pareto plot; else a record
     saying it is off."""
@@ -49,14 +56,20 @@ def search_compression(
 
         off = record.disabled()
         return off, record.figure(off)
-    return _search(teacher, model_input, fleet, compression, training)
+    return _search(teacher, model_input, fleet, compression, training, validation)
 
 
 def run_search(
-    teacher: nn.Module, model_input: dict[str, np.ndarray], fleet: Fleet, compression: dict, training: dict
+    teacher: nn.Module,
+    model_input: dict[str, np.ndarray],
+    fleet: Fleet,
+    compression: dict,
+    training: dict,
+    validation: dict | None = None,
 ) -> tuple[dict[str, Any], Figure]:
-    """The search, whatever ``compression.search.enabled`` says (``kedro run --pipelines search``)."""
-    return _search(teacher, model_input, fleet, compression, training)
+    """The search, whatever ``compression.search.enabled`` says (``kedro run --pipelines search``);
+    trials are judged by ``validation.metric``."""
+    return _search(teacher, model_input, fleet, compression, training, validation)
 
 
 def plan_compression(
@@ -86,7 +99,7 @@ def plan_compression(
             else ""
         )
         raise SearchError(
-            f"compression.search: no candidate within the budget of {cfg.search.budget.max_accuracy_drop} "
+            f"compression.search: no candidate within the budget of {cfg.search.budget.limit} "
             f"validation points in {len(search_record['trials'])} trials{closest} "
             "(every trial is in data/08_reporting/search.json; model.onnx is unchanged)"
         )

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 def split_dataset(raw: dict[str, np.ndarray], params: dict) -> dict[str, Any]:
     """Checked, stratified, seeded splits: for images, the pixel store and index lists over it.
 
-    Images stay pixels (``uint8``, or float32 when given as floats), resized to
+    ``masks`` (per-pixel class ids, beside ``images``) make the task dense: they are the targets,
+    resized by nearest neighbour. Images stay pixels (``uint8``, or float32 when given as floats), resized to
     ``data.image_size`` chunk by chunk as ``model_input`` writes them; ``data.preprocessing`` is
     recorded (``preprocessing``) and applied batch by batch when they are read. Feature vectors
     are split in memory and standardised with the training split's mean and std, which are
@@ -43,8 +44,12 @@ def split_dataset(raw: dict[str, np.ndarray], params: dict) -> dict[str, Any]:
         data.PIXELS: store.resized(images, cfg.image_size),
         data.PIXEL_SCALE: np.float32(1 / 255 if images.dtype == np.uint8 else 1.0),
     }
+    targets = labels  # per-pixel masks (dense), when given: split stratified by the labels still
+    if "masks" in raw:
+        targets = data.resized_masks(data.check_masks(raw["masks"], images, "raw_images"), cfg.image_size)
+        out[data.TASK] = np.array(data.Task.DENSE.value)
     for name, part in data.split_indices(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed).items():
-        out[f"index_{name}"], out[f"y_{name}"] = part, labels[part]
+        out[f"index_{name}"], out[f"y_{name}"] = part, targets[part]
     if cfg.preprocessing is not None:
         contract = cfg.preprocessing
         first = np.asarray(out[data.PIXELS][:1], dtype=np.float32) * out[data.PIXEL_SCALE]
@@ -59,7 +64,7 @@ def check_sample_size(model_input: dict[str, np.ndarray], validation: dict) -> d
     interval of n images is one no model can pass."""
     cfg = config.parse(config.ValidationParams, validation, "validation")
     n = len(data.Splits(model_input).y("test"))
-    warnings = gates.sample_size_warnings(n, cfg.gates, cfg.confidence)
+    warnings = gates.sample_size_warnings(n, cfg.gates, cfg.confidence, cfg.scorer.name)
     for line in warnings:
         log.warning(line)
     return {

@@ -15,7 +15,7 @@ from kedro_edge.compress import quantize, registry
 from kedro_edge.evaluation import gates, plots, robustness, severity
 from kedro_edge.evaluation import report as compare_stages
 from kedro_edge.evaluation import stage as stage_eval
-from kedro_edge.evaluation.records import CompressionMetrics
+from kedro_edge.evaluation.records import CompressionMetrics, MetricInfo
 from kedro_edge.io.fleet import ModelFile
 from kedro_edge.models.sources import TeacherSource
 from kedro_edge.runtimes import onnx_export
@@ -41,6 +41,8 @@ def evaluate_models(
     comp = config.parse(config.CompressionParams, compression, "compression")
     cfg = config.parse(config.ValidationParams, validation, "validation")
     splits = data.Splits(model_input)
+    metric = cfg.scorer
+    metric.check_task(splits.task)
     stages = _stage_models(teacher, teacher_onnx, model_onnx, comp, splits, modules)
     robust_x = (
         robustness.perturbed_copy(splits.x("test"), cfg.robustness, splits.preprocessing)
@@ -48,7 +50,9 @@ def evaluate_models(
         else None
     )
     evaluations = {
-        name: stage_eval.evaluate_stage(m, mod, splits, cfg.latency, cfg.batch_size, robust_x, cfg.confidence)
+        name: stage_eval.evaluate_stage(
+            m, mod, splits, cfg.latency, cfg.batch_size, robust_x, cfg.confidence, metric
+        )
         for name, (m, mod) in stages.items()
     }
     figures = compare_stages.compare(evaluations, cfg)
@@ -56,7 +60,7 @@ def evaluate_models(
     warnings = compare_stages.regressions(figures, cfg)
     for finding in warnings:
         log.warning(finding.message)
-    results = gates.evaluate_gates(figures, final_stage, cfg.gates)
+    results = gates.evaluate_gates(figures, final_stage, cfg.gates, metric.name)
     return CompressionMetrics(
         final_stage=final_stage,
         test_n=len(splits.y("test")),
@@ -67,6 +71,7 @@ def evaluate_models(
         warnings=warnings,
         gates=results,
         passed=all(r.passed for r in results),
+        metric=MetricInfo(metric.name, metric.higher_is_better, metric.unit, metric.scale),
     ).to_json()
 
 
@@ -107,6 +112,7 @@ def robustness_curve(
     comp = config.parse(config.CompressionParams, compression, "compression")
     cfg = config.parse(config.ValidationParams, validation, "validation")
     splits = data.Splits(model_input)
+    cfg.scorer.check_task(splits.task)
     stages = _stage_models(teacher, teacher_onnx, model_onnx, comp, splits, modules)
     return severity.curve({name: m for name, (m, _) in stages.items()}, splits, cfg)
 
@@ -117,7 +123,7 @@ def plot_robustness_curve(record: dict) -> Figure:
 
 def plot_compression(metrics: dict) -> Figure:
     m = CompressionMetrics.from_json(metrics)
-    return plots.compression_figure(m.stages, m.test_n, m.confidence)
+    return plots.compression_figure(m.stages, m.test_n, m.confidence, m.metric)
 
 
 def stage_table(metrics: dict) -> list[dict[str, Any]]:

@@ -27,7 +27,14 @@ def create_compression_pipeline(search: bool = False, **kwargs) -> Pipeline:
         [
             node(
                 nodes.run_search if search else nodes.search_compression,
-                [teacher, "model_input", "fleet", "params:compression", "params:training"],
+                [
+                    teacher,
+                    "model_input",
+                    "fleet",
+                    "params:compression",
+                    "params:training",
+                    "params:validation",
+                ],
                 ["search_record", "search_plot"],
                 name="search",
             ),

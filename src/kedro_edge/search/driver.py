@@ -8,6 +8,8 @@ import numpy as np
 from torch import nn
 
 from kedro_edge import data
+from kedro_edge.errors import ConfigError
+from kedro_edge.evaluation.metrics import Metric, resolve
 from kedro_edge.fleet.inventory import Fleet
 from kedro_edge.models import training
 from kedro_edge.models.training import TrainParams
@@ -18,11 +20,25 @@ VAL_INPUTS = 16  # validation images the target feeds to every candidate
 
 
 def search(
-    teacher: nn.Module, splits: data.Splits, cfg: CompressionParams, train: TrainParams, fleet: Fleet | None
+    teacher: nn.Module,
+    splits: data.Splits,
+    cfg: CompressionParams,
+    train: TrainParams,
+    fleet: Fleet | None,
+    metric: Metric | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume, or extend) the study of ``cfg.search`` and return its record."""
+    """Run (or resume, or extend) the study of ``cfg.search`` and return its record; trials are
+    judged by ``metric`` (``validation.metric``, top-1 when not given) against the budget."""
     from kedro_edge.search import record, study, target
     from kedro_edge.search import trial as cand
+
+    metric = metric or resolve("top1")
+    metric.check_task(splits.task)
+    if metric.name != "top1" and cfg.search.budget.max_metric_drop is None:
+        raise ConfigError(
+            f"parameter 'compression.search.budget.max_metric_drop': the metric is '{metric.name}': "
+            "set the search's budget in its units"
+        )
 
     reference = onnx_export.to_onnx(teacher, splits.input_shape, cfg.export.opset).SerializeToString()
     where = target.resolve(
@@ -37,10 +53,11 @@ def search(
         cfg=cfg,
         train=train,
         target=where,
-        teacher_val_accuracy=float(np.mean(cand.correct(reference, splits))),
+        teacher_val_accuracy=float(np.mean(cand.scores(reference, splits, "val", metric))),
         teacher_logits=training.predict(teacher, splits.x("train")) if cfg.distill.enabled else None,
         storage=storage,
         stage_names=names,
+        metric=metric,
     )
     opened = study.open_study(cfg, storage, name)
     summary = study.run(ctx, opened)

@@ -16,6 +16,13 @@ from kedro_edge.schema import Strict
 class SearchBudget(Strict):
     # validation points the candidate may lose against the FP32 teacher (its ONNX, same images)
     max_accuracy_drop: float = Field(1.0, ge=0)
+    # the same in validation.metric's units; needed when the metric is not top1 (then it is the budget)
+    max_metric_drop: float | None = Field(None, ge=0)
+
+    @property
+    def limit(self) -> float:
+        """The budget the search judges: ``max_metric_drop`` when set, else ``max_accuracy_drop``."""
+        return self.max_accuracy_drop if self.max_metric_drop is None else self.max_metric_drop
 
 
 class SearchSpace(Strict):

@@ -11,7 +11,6 @@ from typing import Any
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
-from kedro_edge.evaluation import statistics
 from kedro_edge.search import trial as cand
 from kedro_edge.search.study import Context, feasible, finished, load_graph
 from kedro_edge.search.target import sha256
@@ -38,15 +37,16 @@ def trial_entry(t: FrozenTrial, budget: float) -> dict[str, Any]:
 
 def choose(ctx: Context, trials: list[FrozenTrial], confidence: float = 0.95) -> dict[str, Any] | None:
     """The fastest trial within budget: its graph re-timed on the target and reported once on test."""
-    ok = feasible(trials, ctx.cfg.search.budget.max_accuracy_drop)
+    ok = feasible(trials, ctx.cfg.search.budget.limit)
     if not ok:
         return None
     chosen = ok[0]
     graph = load_graph(ctx.storage, chosen)
     confirmed = ctx.target.measure([graph])[0]
-    teacher_test = cand.correct(ctx.target.reference, ctx.splits, "test")
-    chosen_test = cand.correct(graph, ctx.splits, "test")
-    test = statistics.paired(teacher_test, chosen_test, confidence)
+    metric = ctx.metric
+    teacher_test = cand.scores(ctx.target.reference, ctx.splits, "test", metric)
+    chosen_test = cand.scores(graph, ctx.splits, "test", metric)
+    test = metric.paired(teacher_test, chosen_test, confidence)
     return {
         "trial": chosen.number,
         "settings": chosen.user_attrs["settings"],
@@ -55,13 +55,18 @@ def choose(ctx: Context, trials: list[FrozenTrial], confidence: float = 0.95) ->
         "val_drop_points": chosen.user_attrs["val_drop_points"],
         "latency": dict(confirmed, timed="the trial's INT8 model after fine-tuning"),
         "test": {
-            "accuracy": statistics.accuracy(chosen_test, confidence).to_dict(),
-            "teacher_accuracy": statistics.accuracy(teacher_test, confidence).to_dict(),
+            "accuracy": _interval(metric.interval(chosen_test, confidence), len(chosen_test)),
+            "teacher_accuracy": _interval(metric.interval(teacher_test, confidence), len(teacher_test)),
             "vs_teacher": test.to_dict(),
             "summary": test.describe(),
         },
         **cand.sizes(graph),
     }
+
+
+def _interval(estimate: tuple[float, float, float], n: int) -> dict[str, float]:
+    mean, low, high = estimate
+    return {"n": n, "accuracy": mean, "ci_low": low, "ci_high": high}
 
 
 def build(ctx: Context, study: Any, run: dict[str, Any], study_name: str) -> dict[str, Any]:
@@ -84,7 +89,8 @@ def build(ctx: Context, study: Any, run: dict[str, Any], study_name: str) -> dic
         "fixed_recipe_trial": recipe,
         "outcome": "chosen" if chosen else "no candidate met the budget",
         "chosen": chosen,
-        "trials": [trial_entry(t, s.budget.max_accuracy_drop) for t in trials],
+        "trials": [trial_entry(t, s.budget.limit) for t in trials],
+        "metric": ctx.metric.name,
     }
 
 
@@ -105,7 +111,8 @@ def figure(record: dict[str, Any]) -> Figure:
         ax.set_axis_off()
         return fig
     done = [t for t in record["trials"] if t["val_accuracy"] is not None and t["latency"]]
-    floor = 100 * record["teacher_val_accuracy"] - record["budget"]["max_accuracy_drop"]
+    limit = record["budget"].get("max_metric_drop") or record["budget"]["max_accuracy_drop"]
+    floor = 100 * record["teacher_val_accuracy"] - limit
     for within, colour, label in ((False, "0.6", "over budget"), (True, "tab:blue", "within budget")):
         pts = [t for t in done if t["within_budget"] == within]
         ax.scatter(
@@ -134,7 +141,7 @@ def figure(record: dict[str, Any]) -> Figure:
         ls="--",
         c="tab:red",
         lw=1,
-        label=f"budget: teacher - {record['budget']['max_accuracy_drop']} pts",
+        label=f"budget: teacher - {limit} pts",
     )
     recipe = next((t for t in done if t["fixed_recipe"]), None)
     if recipe:

@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from kedro_edge import data
+from kedro_edge.evaluation.metrics import Metric
 from kedro_edge.models.training import TrainParams
 from kedro_edge.progress import progress_bar
 from kedro_edge.search import trial as cand
@@ -103,7 +104,7 @@ def study_name(cfg: CompressionParams, train: TrainParams, teacher_sha: str, sta
 
 
 def open_study(cfg: CompressionParams, storage: Storage, name: str) -> optuna.Study:
-    budget = cfg.search.budget.max_accuracy_drop
+    budget = cfg.search.budget.limit
 
     def constraints(trial: FrozenTrial) -> list[float]:
         drop = trial.user_attrs.get("val_drop_points")
@@ -153,6 +154,7 @@ class Context:
     teacher_logits: np.ndarray | None  # the training split's, for the trials' distillation fine-tune
     storage: Storage
     stage_names: list[str]
+    metric: Metric  # validation.metric: trials' scores and drops are in its units
 
 
 def _status(best: FrozenTrial | None) -> str:
@@ -175,7 +177,7 @@ def _seed_cache(study: optuna.Study, target: Target) -> None:
 def run(ctx: Context, study: optuna.Study) -> dict[str, Any]:
     """Ask, build, time, train and tell until ``trials`` are in the study or time is up; a summary."""
     s = ctx.cfg.search
-    budget = s.budget.max_accuracy_drop
+    budget = s.budget.limit
     if not study.get_trials(deepcopy=False) and not study.user_attrs.get("recipe_enqueued"):
         study.set_user_attr("recipe_enqueued", True)
         study.enqueue_trial(
@@ -242,7 +244,10 @@ def _train(
             f"{best.user_attrs['latency']['ratio']:.3f}x FP32), which is within budget: not trained",
         )
         return None
-    floor = ctx.teacher_val_accuracy - (s.budget.max_accuracy_drop + s.hopeless_margin) / 100
+    # hopeless after one epoch: judged on top-1 (the float model's score is the metric's only for top-1)
+    floor = ctx.teacher_val_accuracy - (s.budget.limit + s.hopeless_margin) / 100
+    if ctx.metric.name != "top1":
+        floor = float("-inf")
     if not cand.finetune(c, ctx.splits, ctx.cfg, ctx.train, s.finetune_epochs, floor, ctx.teacher_logits):
         trial.set_user_attr(
             "reason",
@@ -251,17 +256,16 @@ def _train(
         )
         return None
     cand.finish(c, ctx.splits, ctx.cfg, ctx.train, clustered=s.space.cluster_k is not None)
-    accuracy = float(cand.correct(c.onnx, ctx.splits).mean())
-    drop = 100 * (ctx.teacher_val_accuracy - accuracy)
+    accuracy = float(cand.scores(c.onnx, ctx.splits, "val", ctx.metric).mean())
+    m = ctx.metric
+    drop = m.scale * (ctx.teacher_val_accuracy - accuracy) * (1 if m.higher_is_better else -1)
     trial.set_user_attr("val_accuracy", accuracy)
     trial.set_user_attr("val_drop_points", drop)
     trial.set_user_attr("recipe", c.recipe.model_dump(mode="json"))
     trial.set_user_attr("graph_sha256", sha256(c.onnx))
     trial.set_user_attr("sizes", cand.sizes(c.onnx))
-    if drop > s.budget.max_accuracy_drop:
-        trial.set_user_attr(
-            "reason", f"over budget: validation drop {drop:.2f} > {s.budget.max_accuracy_drop} points"
-        )
+    if drop > s.budget.limit:
+        trial.set_user_attr("reason", f"over budget: validation drop {drop:.3g} > {s.budget.limit} {m.unit}")
     else:
         trial.set_user_attr("graph_artifact", _keep_graph(ctx.storage, trial, c.onnx))
     return [accuracy, latency["ratio"]]

@@ -20,6 +20,7 @@ from torch import nn
 from kedro_edge import data
 from kedro_edge.compress import cluster, distill, lowrank, prune, ptq
 from kedro_edge.compress.mixed_precision import layer_names
+from kedro_edge.evaluation.metrics import Metric, resolve
 from kedro_edge.models.footprint import footprint
 from kedro_edge.models.training import TrainParams, accuracy, fit
 from kedro_edge.runtimes import onnx_export
@@ -72,9 +73,11 @@ def build(teacher: nn.Module, splits: data.Splits, settings: Settings, cfg: Comp
     return TrialModel(settings, model.eval(), recipe, graph, fp.macs, fp.params)
 
 
-def correct(graph: bytes, splits: data.Splits, split: str = "val") -> np.ndarray:
-    """Per-image correctness of an ONNX graph (INT8 candidate or FP32 reference) on ``split``."""
-    return ort_predict(session(graph), splits.x(split)).argmax(1) == splits.y(split)
+def scores(graph: bytes, splits: data.Splits, split: str = "val", metric: Metric | None = None) -> np.ndarray:
+    """Per-sample scores of an ONNX graph (INT8 candidate or FP32 reference) on ``split`` by
+    ``metric`` (``validation.metric``; top-1 correctness when not given)."""
+    metric = metric or resolve("top1")
+    return metric.scores(ort_predict(session(graph), splits.x(split)), splits.y(split))
 
 
 def finetune(
@@ -106,7 +109,11 @@ def finetune(
             seed=train.seed + epoch,
             description=f"trial fine-tune {epoch + 1}/{epochs}",
             precision=train.precision,
-            **({"loss_fn": distill.loss_of(cfg.distill), "targets": teacher_logits} if kd else {}),
+            **(
+                {"loss_fn": distill.loss_of(cfg.distill, splits.task), "targets": teacher_logits}
+                if kd
+                else {}
+            ),
         )
         if epoch == 0:
             candidate.notes["val_accuracy_after_1_epoch"] = accuracy(model, splits.x("val"), splits.y("val"))
