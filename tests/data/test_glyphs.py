@@ -6,6 +6,7 @@ import torch
 
 from kedro_edge.data import Splits, check_arrays, split_arrays
 from kedro_edge.data.glyphs import CLASSES, FONT_FILES, GlyphSpec, font_dir, generate, generate_masks, render
+from kedro_edge.errors import DataError
 from kedro_edge.io import GlyphsDataset
 from kedro_edge.models import ResidualCNN
 from kedro_edge.models.training import accuracy, fit
@@ -53,17 +54,17 @@ def test_the_dataset_generates_once_and_regenerates_when_the_spec_changes(tmp_pa
 def test_with_masks_the_dataset_adds_them_and_the_same_images(tmp_path):
     path = tmp_path / "glyph_masks.npz"
     plain = GlyphsDataset(str(tmp_path / "glyphs.npz"), n_per_class=3, size=16).load()
-    both = GlyphsDataset(str(path), n_per_class=3, size=16, masks=True).load()
+    both = GlyphsDataset(str(path), n_per_class=3, size=16, masks="letters").load()
     assert np.array_equal(both["images"], plain["images"]) and both["masks"].shape == (30, 16, 16)
     assert np.array_equal(np.unique(both["masks"][both["labels"] == 2]), [0, 3])  # background, letter 2 + 1
     stamp = path.stat().st_mtime_ns
-    assert np.array_equal(
-        GlyphsDataset(str(path), n_per_class=3, size=16, masks=True).load()["masks"], both["masks"]
-    )
-    assert path.stat().st_mtime_ns == stamp  # read, not generated again
-    assert (
-        "masks" not in GlyphsDataset(str(path), n_per_class=3, size=16).load()
-    )  # a file with masks is another spec
+    again = GlyphsDataset(str(path), n_per_class=3, size=16, masks="letters").load()
+    assert np.array_equal(again["masks"], both["masks"]) and path.stat().st_mtime_ns == stamp  # read, not made
+    strokes = GlyphsDataset(str(path), n_per_class=3, size=16, masks="strokes").load()["masks"]
+    assert strokes.dtype == np.uint8 and np.array_equal(strokes, (both["masks"] > 0).astype(np.uint8))
+    assert "masks" not in GlyphsDataset(str(path), n_per_class=3, size=16).load()  # another spec: made again
+    with pytest.raises(DataError, match="'masks' must be strokes, letters or null"):
+        GlyphsDataset(str(path), masks="edges")
 
 
 def _trained_accuracy(severity: float) -> float:

@@ -58,8 +58,9 @@ def evaluate_stage(
     """
     metric = metric or resolve("top1")
     x, y = splits.x("test"), splits.y("test")
-    sess = session(onnx_model, latency.threads)
-    logits = ort_predict(sess, x, batch_size)
+    sess = session(onnx_model, latency.threads)  # timed as configured
+    predictor = session(onnx_model, 0)  # predictions on every core: the same outputs, sooner
+    logits = ort_predict(predictor, x, batch_size)
     scores = metric.scores(logits, y)
     clean = metric.interval(scores, confidence)
     example = torch.from_numpy(x[:1])
@@ -70,7 +71,7 @@ def evaluate_stage(
     times = latency_ms(sess, x[: min(len(x), 64)], latency)
     robust_scores, robust = None, None
     if robust_x is not None:
-        robust_scores = metric.scores(ort_predict(sess, robust_x, batch_size), y)
+        robust_scores = metric.scores(ort_predict(predictor, robust_x, batch_size), y)
         robust = metric.interval(robust_scores, confidence)
     serialized = onnx_model.SerializeToString()
     figures = StageFigures(

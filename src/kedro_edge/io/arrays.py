@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from kedro.io import AbstractDataset
@@ -83,8 +83,10 @@ class GlyphsDataset(NpzDataset):
     The first load renders the images (a rich progress bar; ~7 s for 20,000) and writes them
     with the spec that made them; later loads read the file. A file whose recorded spec
     differs from the catalog's is regenerated, so editing the catalog never serves stale
-    data. Read-only for pipelines: ``save`` refuses. ``masks: true`` adds each image's stroke
-    mask (the segmentation task: ``kedro run --env segmentation``).
+    data. Read-only for pipelines: ``save`` refuses. ``masks`` adds a per-pixel mask to each
+    image (the segmentation task: ``kedro run --env segmentation``): ``strokes`` marks the letter's
+    strokes 1 and everything else (paper, clutter) 0; ``letters`` marks them with the letter's class
+    + 1 (11 classes).
     """
 
     def __init__(
@@ -94,7 +96,7 @@ class GlyphsDataset(NpzDataset):
         size: int = 32,
         seed: int = 0,
         severity: float = 1.0,
-        masks: bool = False,
+        masks: Literal["strokes", "letters"] | None = None,
         metadata: dict[str, Any] | None = None,
         credentials: dict[str, Any] | None = None,
         fs_args: dict[str, Any] | None = None,
@@ -102,12 +104,16 @@ class GlyphsDataset(NpzDataset):
         super().__init__(filepath, metadata, credentials, fs_args)
         if n_per_class < 1 or size < 8 or severity < 0:
             raise DataError(f"{filepath}: GlyphsDataset needs n_per_class >= 1, size >= 8, severity >= 0")
+        if masks not in (None, "strokes", "letters"):
+            raise DataError(
+                f"{filepath}: GlyphsDataset 'masks' must be strokes, letters or null, got {masks!r}"
+            )
         self._spec = GlyphSpec(n_per_class=n_per_class, size=size, seed=seed, severity=severity)
         self._masks = masks
 
     def _recorded(self) -> dict[str, Any]:
         """What the file records it was made from (the spec, and ``masks`` when they are in it)."""
-        return {**self._spec.to_json(), **({"masks": True} if self._masks else {})}
+        return {**self._spec.to_json(), **({"masks": self._masks} if self._masks else {})}
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), **self._recorded()}
@@ -121,7 +127,12 @@ class GlyphsDataset(NpzDataset):
         source = str(self._filepath)
         images, labels = check_images(arrays["images"], arrays["labels"], source)
         if self._masks:
-            return {"images": images, "labels": labels, "masks": check_masks(arrays["masks"], images, source)}
+            masks = check_masks(arrays["masks"], images, source)
+            return {
+                "images": images,
+                "labels": labels,
+                "masks": (masks > 0).view(np.uint8) if self._masks == "strokes" else masks,
+            }
         return {"images": images, "labels": labels}
 
     def _cached(self) -> dict[str, np.ndarray] | None:

@@ -22,7 +22,8 @@ from kedro_edge.runtimes.timing import TimingSpec
 
 
 def session(model: onnx.ModelProto | bytes, threads: int = 1) -> ort.InferenceSession:
-    """A CPU session with a fixed intra-op thread count (latency depends on it)."""
+    """A CPU session with a fixed intra-op thread count (latency depends on it; 0: ORT's default,
+    every core, for predictions that are not timed: the outputs are the same)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
