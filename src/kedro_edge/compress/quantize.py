@@ -64,7 +64,8 @@ class ActivationFakeQuant(nn.Module):
 
     @torch.no_grad()
     def _observe(self, x: torch.Tensor) -> None:
-        lo, hi = x.min().clamp(max=0), x.max().clamp(min=0)
+        lo, hi = torch.aminmax(x)  # one pass
+        lo, hi = lo.clamp(max=0), hi.clamp(min=0)
         if not self.initialized:
             self.min_val.copy_(lo)
             self.max_val.copy_(hi)
@@ -74,6 +75,7 @@ class ActivationFakeQuant(nn.Module):
             self.max_val.lerp_(hi, self.momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()  # under bfloat16 autocast too: ranges and the grid in float32
         if self.training or self.observing:
             self._observe(x)
         if not self.initialized:

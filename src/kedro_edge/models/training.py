@@ -57,9 +57,9 @@ def bf16_native() -> bool:
 
 
 def _autocast(model: nn.Module, precision: Precision) -> bool:
-    """bfloat16 autocast for this model? Never for quantization-aware ones: their fake-quant grid
-    needs float32 activations (recognised by their observers' ``min_val`` buffers)."""
-    if precision == "float32" or any(name.endswith("min_val") for name, _ in model.named_buffers()):
+    """bfloat16 autocast for this model? Quantization-aware models too: their observers and
+    fake-quant grid work in float32 (``ActivationFakeQuant``), the convolutions in bfloat16."""
+    if precision == "float32":
         return False
     return precision == "bfloat16" or bf16_native()
 
