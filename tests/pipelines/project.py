@@ -37,6 +37,7 @@ TINY = {
     },
     "parameters_validation.yml": {
         "validation": {
+            "metric": "top1",  # a param of dvc.yaml's search stage
             "latency": {"warmup": 2, "min_runs": 10, "min_seconds": 0},
             "gates": {
                 "max_accuracy_drop": None,
