@@ -58,5 +58,11 @@ def _one_line(exc: ValidationError, key: str, sources: Sources | None = None) ->
     dotted = ".".join(path)
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown parameter key '{dotted}'"
+    if err["type"] == "value_error":  # a validator's own sentence: without pydantic's prefix
+        message = str(err.get("ctx", {}).get("error", err["msg"]))
+        if message.startswith("parameter '"):  # it names its key already (e.g. validation.metric)
+            return f"{where}: {message}"
+        got = f" (got {err['input']!r})" if err["loc"] else ""  # not a whole section's dump
+        return f"{where}: parameter '{dotted}': {message}{got}"
     got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
     return f"{where}: parameter '{dotted}': {err['msg']}{got}"

@@ -4,6 +4,7 @@ on per-sample scores, a direction that makes a rising error a drop, and keys tha
 import numpy as np
 import pytest
 
+from kedro_edge import config
 from kedro_edge.config import GateParams, ValidationParams
 from kedro_edge.data.task import Task
 from kedro_edge.errors import ConfigError
@@ -73,6 +74,17 @@ def test_for_an_error_metric_a_rise_is_a_drop_and_the_gate_refuses_it():
 def test_an_accuracy_gate_set_with_another_metric_is_a_config_error_naming_both_keys():
     with pytest.raises(ValueError, match="gates.max_accuracy_drop.*miou.*gates.max_metric_drop"):
         ValidationParams(metric="miou", gates={"max_accuracy_drop": 0.5})
+    with pytest.raises(ConfigError) as err:  # as a run says it: one line, the key first, no pydantic prefix
+        config.parse(ValidationParams, {"metric": "miou", "gates": {"max_accuracy_drop": 0.5}}, "validation")
+    assert str(err.value) == (
+        "conf/base/parameters_validation.yml: parameter 'validation.gates.max_accuracy_drop' judges "
+        "top-1 accuracy but validation.metric is 'miou': use 'validation.gates.max_metric_drop' "
+        "(in the metric's units)"
+    )
+    with pytest.raises(
+        ConfigError, match=r"^conf/base/parameters_validation.yml: parameter 'validation.metric': unknown"
+    ):
+        config.parse(ValidationParams, {"metric": "accuracy"}, "validation")
     ok = ValidationParams(metric="miou", gates={"max_accuracy_drop": None, "max_metric_drop": 2.0})
     assert ok.scorer.name == "miou" and ok.scorer.task is Task.DENSE
 

@@ -37,7 +37,7 @@ class ValidationParams(Strict):
                 if gate in self.gates.model_fields_set and getattr(self.gates, gate) is not None:
                     metric_gate = gate.replace("accuracy", "metric")
                     raise ValueError(
-                        f"'gates.{gate}' judges top-1 accuracy but the metric is '{name}': "
-                        f"use 'gates.{metric_gate}' (in the metric's units)"
+                        f"parameter 'validation.gates.{gate}' judges top-1 accuracy but validation.metric "
+                        f"is '{name}': use 'validation.gates.{metric_gate}' (in the metric's units)"
                     )
         return self
