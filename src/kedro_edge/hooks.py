@@ -130,7 +130,7 @@ class EdgeHooks:
     def after_node_run(self, node, outputs) -> None:
         # keep the stage figures of this run (not a stale file) for the closing table
         if node.name == "evaluate_models":
-            self._stage_metrics = next(iter(outputs.values()), None)
+            self._stage_metrics = outputs.get("compression_metrics")
 
     @hook_impl
     def after_pipeline_run(self) -> None:

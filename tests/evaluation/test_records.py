@@ -76,6 +76,7 @@ def test_an_unknown_key_or_kind_fails_naming_it():
     with pytest.raises(RecordError, match=r"stages.int8.vs_teacher.clean: unknown key 'p_vaule'"):
         CompressionMetrics.from_json(broken)
     broken = copy.deepcopy(_committed("compression_metrics.json"))
-    broken["warnings"][0]["kind"] = "worse"
+    warning = {"stage": "int8", "previous": "clustered", "kind": "worse", "value": 1.1, "message": "..."}
+    broken["warnings"] = [warning]
     with pytest.raises(RecordError, match=r"warnings\[0\].kind: 'worse' is not one of 'slower'"):
         CompressionMetrics.from_json(broken)

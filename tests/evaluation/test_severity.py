@@ -45,6 +45,15 @@ def test_every_stage_is_drawn_against_severity_and_the_gate_point_is_the_gates_c
     gate_copy = perturbed_copy(splits.x("test"), cfg.robustness)
     gated = evaluate_stage(models["teacher"], teacher, splits, cfg.latency, robust_x=gate_copy).figures
     assert teacher_pts[2]["accuracy"] == gated.robust_accuracy
+    # the stage evaluation's clean and gate-copy scores stand in for severities 0 and 1 (one
+    # validation node predicts them once): the very same record
+    evals = {
+        name: evaluate_stage(models[name], module, splits, cfg.latency, robust_x=gate_copy)
+        for name, module in (("teacher", teacher), ("weak", weak))
+    }
+    known = {0.0: {n: e.scores for n, e in evals.items()}}
+    known[1.0] = {n: e.robust_scores for n, e in evals.items()}
+    assert severity.curve(models, splits, cfg, known) == record
     # paired against the reference on the same images: the difference is the two accuracies'
     assert weak_pts[3]["vs_reference"]["diff_points"] == pytest.approx(
         100 * (weak_pts[3]["accuracy"] - teacher_pts[3]["accuracy"])

@@ -49,3 +49,18 @@ def test_the_test_split_never_influences_training(splits):
     assert result_a.history == result_b.history
     for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(pa, pb), name
+
+
+def test_onecycle_warms_up_then_anneals_per_batch_and_learns(splits):
+    """training.schedule: onecycle steps the learning rate every batch: it rises over the first 15%
+    of the steps to lr, then falls to ~0; the per-epoch cosine falls from the first epoch on."""
+    torch.manual_seed(0)
+    model = ResidualCNN(widths=(4, 8))
+    result = fit(model, splits, epochs=8, batch_size=32, lr=0.01, schedule="onecycle")
+    lrs = [h["lr"] for h in result.history]  # each epoch's last
+    assert lrs[0] < lrs[1] <= 0.01  # still warming up after the first of eight epochs (12.5% < 15%)
+    assert lrs[1:] == sorted(lrs[1:], reverse=True) and lrs[-1] < 1e-5
+    assert result.best_val_accuracy > 0.8
+    _, cosine = _train(splits, seed=0, epochs=3)
+    falls = [h["lr"] for h in cosine.history]
+    assert falls == sorted(falls, reverse=True) and falls[0] < 0.01

@@ -1,8 +1,8 @@
 """The second bundled task end to end: `kedro run --env segmentation` on tiny glyphs.
 
 The environment's own files (``conf/segmentation``) are copied as shipped; the test shrinks only
-the data and the model's widths, and leaves the gates judging mean IoU (any loss allowed: a few
-epochs on 16x16 images prove the wiring, not the figures).
+the data, the model's widths and the epochs (the test project's base ones), and leaves the gates
+judging mean IoU (any loss allowed: a few epochs on 16x16 images prove the wiring, not the figures).
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ def segmentation_project(tmp_path_factory) -> Path:
     (env / "catalog.yml").write_text(yaml.safe_dump(catalog, sort_keys=False))
     params = yaml.safe_load((env / "parameters.yml").read_text())
     params["model"]["kwargs"]["widths"] = WIDTHS
+    params.pop("training")  # the tiny project's epochs
+    params["compression"].pop("prune")
+    params["compression"].pop("distill")
     params["validation"]["gates"].update(
         max_metric_drop=100.0, max_robust_metric_drop=100.0, min_size_reduction=1.0
     )

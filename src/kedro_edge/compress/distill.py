@@ -61,8 +61,9 @@ def distill(
 ) -> FitResult:
     """Train ``student`` in place against the frozen ``teacher``'s soft targets.
 
-    Without augmentation the teacher's logits are computed once for the training split: each
-    epoch then costs the student's passes only. With ``augment`` a share of every batch is
+    Without augmentation the teacher's logits are computed once for the training split (in the
+    training's precision: bfloat16 where the CPU runs it natively): each epoch then costs the
+    student's passes only. With ``augment`` a share of every batch is
     perturbed and the teacher is asked again about the images the student actually sees.
     """
     common = {
@@ -74,10 +75,15 @@ def distill(
         "seed": train.seed,
         "loss_fn": loss_of(cfg, splits.task),
         "precision": train.precision,
+        "schedule": train.schedule,
     }
     if not cfg.augment.enabled:
         return fit(
-            student, splits, **common, description="distill", targets=predict(teacher, splits.x("train"))
+            student,
+            splits,
+            **common,
+            description="distill",
+            targets=predict(teacher, splits.x("train"), precision=train.precision),
         )
     teacher.eval()
     return fit(

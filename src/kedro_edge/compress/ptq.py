@@ -91,21 +91,26 @@ def float_closure(graph: onnx.GraphProto, exclude: Sequence[str]) -> list[str]:
     return sorted(floats)
 
 
-def _pre_process(source: Path, dest: Path) -> None:
-    """ORT's pre-processing (shape inference, folding); without its symbolic shape inference when
-    that cannot finish (e.g. a Resize whose output size depends on the batch: encoder-decoders).
+# ORT's symbolic shape inference writes this file into the working directory when it cannot finish
+_SYMBOLIC_LEFTOVERS = ("sym_shape_infer_temp.onnx", "sym_shape_infer_temp.onnx.data")
 
-    On failure ORT writes ``sym_shape_infer_temp.onnx`` into the working directory: the call runs
-    from the temporary folder, so that file never lands in the user's project.
-    """
-    here = os.getcwd()
-    os.chdir(source.parent)
+
+def _pre_process(source: Path, dest: Path) -> None:
+    """ORT's pre-processing (shape inference, folding); without its symbolic shape inference for a
+    graph with a Resize (an encoder-decoder's output size follows the batch's: that inference cannot
+    finish), or when it fails on another graph. ORT leaves its partial result in the working
+    directory on such a failure: removed here unless it was there before."""
+    model = onnx.load(str(source), load_external_data=False)
+    if any(node.op_type == "Resize" for node in model.graph.node):
+        quant_pre_process(str(source), str(dest), skip_symbolic_shape=True)
+        return
+    present = {name for name in _SYMBOLIC_LEFTOVERS if os.path.exists(name)}
     try:
         quant_pre_process(str(source), str(dest))
     except Exception:  # ORT raises a bare Exception("Incomplete symbolic shape inference")
+        for name in set(_SYMBOLIC_LEFTOVERS) - present:
+            Path(name).unlink(missing_ok=True)
         quant_pre_process(str(source), str(dest), skip_symbolic_shape=True)
-    finally:
-        os.chdir(here)
 
 
 class Int8Quantizer:

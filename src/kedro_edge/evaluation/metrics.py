@@ -3,7 +3,7 @@
 ``validation.metric`` names a built-in or an import path. A metric maps a model's outputs and
 the targets of the same samples to a score per sample; its mean is the figure reported, its
 direction says whether higher is better, and 0/1 scores (top-1, top-k) keep the exact McNemar
-test of the paired comparison; any other score gets the paired bootstrap and Wilcoxon's test
+test of the paired comparison; any other score gets the paired bootstrap's interval and p-value
 (``kedro_edge.evaluation.statistics``). The score functions live with the tasks they score
 (``kedro_edge.data.task``).
 
@@ -28,6 +28,7 @@ from pydantic import Field
 from kedro_edge.data.task import Task, mae, miou, mse, multilabel_f1, top1, topk
 from kedro_edge.errors import ConfigError
 from kedro_edge.evaluation import statistics
+from kedro_edge.evaluation.records import MetricInfo
 from kedro_edge.models.factory import import_object
 from kedro_edge.schema import Strict
 
@@ -52,7 +53,11 @@ class Metric:
     @property
     def unit(self) -> str:
         """Of differences: percentage points for shares, else the metric's own units."""
-        return "points" if self.scale == 100 else self.name
+        return self.info().unit
+
+    def info(self) -> MetricInfo:
+        """What a record keeps of this metric (``compression_metrics.json``'s ``metric``)."""
+        return MetricInfo.named(self.name, self.scale, self.higher_is_better)
 
     def check_task(self, task: Task) -> None:
         """A ``ConfigError`` naming the key when the metric cannot score the data's targets."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from pydantic import Field, model_validator
 
 from kedro_edge.evaluation import metrics
@@ -23,9 +25,9 @@ class ValidationParams(Strict):
     # a later stage counts as slower than the one before it when its p50 is this much higher
     slower_tolerance: float = Field(0.05, ge=0)
 
-    @property
+    @functools.cached_property
     def scorer(self) -> metrics.Metric:
-        """The ``Metric`` that ``metric`` names."""
+        """The ``Metric`` that ``metric`` names, resolved (imported) once per parameters object."""
         return metrics.resolve(self.metric)
 
     @model_validator(mode="after")

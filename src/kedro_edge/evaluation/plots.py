@@ -13,14 +13,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
+from kedro_edge.evaluation.records import TOP1, MetricInfo  # noqa: E402
+
 if TYPE_CHECKING:
-    from kedro_edge.evaluation.records import MetricInfo, StageFigures
+    from kedro_edge.evaluation.records import StageFigures
 
 
-def _metric_axis(name: str, scale: float) -> tuple[str, str, str]:
+def _metric_axis(metric: MetricInfo) -> tuple[str, str, str]:
     """(what the axis shows, its unit suffix, the unit of differences) for ``validation.metric``."""
-    what = "accuracy" if name == "top1" else name
-    return what, " (%)" if scale == 100 else "", "points" if scale == 100 else name
+    return metric.what, " (%)" if metric.percent else "", metric.unit
 
 
 def compression_figure(
@@ -31,8 +32,9 @@ def compression_figure(
     Right: gains over the teacher. ``test_n`` and ``confidence`` label the metric's axis
     (``metric``: top-1 accuracy when not given)."""
     names = list(stages)
-    k = metric.scale if metric else 100.0
-    what, suffix, unit = _metric_axis(metric.name if metric else "top1", k)
+    metric = metric or TOP1
+    k = metric.scale
+    what, suffix, unit = _metric_axis(metric)
     acc = [k * stages[n].accuracy for n in names]
     p50 = [stages[n].latency_p50_ms for n in names]
     kib = [stages[n].size_bytes / 1024 for n in names]
@@ -156,7 +158,7 @@ def robustness_curve_figure(record: Mapping) -> Figure:
     the dashed line marks the severity the gate judges."""
     names = list(record["stages"])
     k = record.get("scale", 100.0)
-    what, suffix, unit = _metric_axis(record.get("metric", "top1"), k)
+    what, suffix, unit = _metric_axis(MetricInfo.named(record.get("metric", "top1"), k))
     colors = plt.cm.viridis([i / max(1, len(names) - 1) for i in range(len(names))])
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
     if not record["severities"]:

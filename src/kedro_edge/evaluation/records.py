@@ -208,8 +208,27 @@ class MetricInfo:
     unit: str  # of paired differences: "points" for shares, else the metric's own
     scale: float  # reported figure = mean x scale (100: percent)
 
+    @classmethod
+    def named(cls, name: str, scale: float = 100.0, higher_is_better: bool = True) -> MetricInfo:
+        """The one rule for units: a share (scale 100) differs in percentage points, any other
+        metric in its own units."""
+        return cls(name, higher_is_better, "points" if scale == 100 else name, scale)
+
+    @property
+    def what(self) -> str:
+        """What tables and axes call the figure: 'accuracy' for top-1, else the metric's name."""
+        return "accuracy" if self.name == "top1" else self.name
+
+    @property
+    def percent(self) -> bool:
+        """Figures are shown as percentages."""
+        return self.scale == 100
+
     def to_json(self) -> dict[str, Any]:
         return _to_json(self)
+
+
+TOP1 = MetricInfo.named("top1")  # what files from before ``validation.metric`` hold
 
 
 @dataclass(frozen=True, kw_only=True)

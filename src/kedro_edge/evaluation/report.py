@@ -18,6 +18,7 @@ from rich.table import Table
 from kedro_edge.evaluation import statistics
 from kedro_edge.evaluation.params import ValidationParams
 from kedro_edge.evaluation.records import (
+    TOP1,
     CompressionMetrics,
     Finding,
     FindingKind,
@@ -109,10 +110,10 @@ def summary_rows(metrics: CompressionMetrics) -> list[dict[str, str]]:
     """One row of strings per stage: what the summary table prints (and tests read)."""
     stages = metrics.stages
     teacher = next(iter(stages.values()))
-    name, k = (metrics.metric.name, metrics.metric.scale) if metrics.metric else ("top1", 100.0)
-    what = "accuracy" if name == "top1" else name
-    col, robust_col = (f"{what} %", "robust %") if k == 100 else (what, f"robust {what}")
-    unit = "pts" if k == 100 else name
+    metric = metrics.metric or TOP1
+    k, what = metric.scale, metric.what
+    col, robust_col = (f"{what} %", "robust %") if metric.percent else (what, f"robust {what}")
+    unit = "pts" if metric.percent else metric.unit
     rows = []
     for name, fig in stages.items():
         clean = fig.vs_teacher.clean if fig.vs_teacher else None
@@ -126,7 +127,7 @@ def summary_rows(metrics: CompressionMetrics) -> list[dict[str, str]]:
                 robust_col: _pct(fig.robust_accuracy, fig.robust_accuracy_ci, k)
                 if fig.robust_accuracy is not None
                 else "—",
-                "robust vs teacher": f"{robust.diff_points:+{'.2f' if k == 100 else '.3g'}}"
+                "robust vs teacher": f"{robust.diff_points:+{'.2f' if metric.percent else '.3g'}}"
                 if robust
                 else "—",
                 "KiB": f"{fig.size_bytes / 1024:,.0f}",

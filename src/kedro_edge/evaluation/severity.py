@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import onnx
 
 from kedro_edge.data import Splits
@@ -19,10 +20,20 @@ from kedro_edge.evaluation.params import ValidationParams
 from kedro_edge.evaluation.robustness import perturbed_copy
 from kedro_edge.runtimes.onnxruntime import ort_predict, session
 
+# severity -> stage -> per-sample scores already computed (the clean and configured-severity
+# predictions of the stage evaluation), so the curve does not predict them twice
+KnownScores = Mapping[float, Mapping[str, np.ndarray]]
 
-def curve(models: Mapping[str, onnx.ModelProto], splits: Splits, cfg: ValidationParams) -> dict[str, Any]:
+
+def curve(
+    models: Mapping[str, onnx.ModelProto],
+    splits: Splits,
+    cfg: ValidationParams,
+    known: KnownScores | None = None,
+) -> dict[str, Any]:
     """Per stage (the first is the reference), per severity: the metric with its interval and the
-    paired change against the reference on the same images (``robustness_curve.json``)."""
+    paired change against the reference on the same images (``robustness_curve.json``).
+    ``known`` gives the scores of whole severities already predicted, e.g. {0.0: clean, 1.0: robust}."""
     rob, metric = cfg.robustness, cfg.scorer
     severities = sorted({0.0, *rob.severities}) if rob.enabled else []
     x, y = splits.x("test"), splits.y("test")
@@ -30,10 +41,13 @@ def curve(models: Mapping[str, onnx.ModelProto], splits: Splits, cfg: Validation
     reference = next(iter(models))
     points: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
     for s in severities:
-        xs = x if s == 0 else perturbed_copy(x, rob, splits.preprocessing, severity=s)
-        scores = {
-            name: metric.scores(ort_predict(sess, xs, cfg.batch_size), y) for name, sess in sessions.items()
-        }
+        scores = dict((known or {}).get(s, {}))
+        if set(scores) != set(models):
+            xs = x if s == 0 else perturbed_copy(x, rob, splits.preprocessing, severity=s)
+            scores = {
+                name: metric.scores(ort_predict(sess, xs, cfg.batch_size), y)
+                for name, sess in sessions.items()
+            }
         scaled = at_severity(rob, s)
         for name, got in scores.items():
             mean, low, high = metric.interval(got, cfg.confidence)

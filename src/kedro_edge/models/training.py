@@ -30,7 +30,10 @@ class TrainParams(Strict):
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    lr: float = Field(3e-3, gt=0)  # onecycle: the peak
+    # onecycle: per batch, warm up over the first 15% of steps, then cosine to ~0 (fewer epochs
+    # reach the accuracy more epochs of the per-epoch cosine do: README); cosine: per epoch from lr
+    schedule: Literal["onecycle", "cosine"] = "cosine"
     weight_decay: float = Field(5e-4, ge=0)
     patience: int = Field(5, ge=1)  # epochs without a better validation accuracy before stopping
 
@@ -44,6 +47,8 @@ Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
 Precision = Literal["auto", "float32", "bfloat16"]
+Schedule = Literal["onecycle", "cosine"]
+WARMUP = 0.15  # onecycle: share of the steps spent rising to the peak learning rate
 
 
 @functools.cache
@@ -72,11 +77,26 @@ class FitResult:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Logits of ``model`` (eval mode) for ``x``, batched."""
+def predict(
+    model: nn.Module, x: np.ndarray, batch_size: int = 256, precision: Precision = "float32"
+) -> np.ndarray:
+    """Outputs of ``model`` (eval mode) for ``x``, batched. Image batches run channels-last (the
+    float32 results up to rounding, ~1.2x sooner on CPU); ``precision`` as ``fit``'s: float32 unless
+    asked (a teacher's soft targets may use the training's bfloat16)."""
     model.eval()
-    out = [model(torch.from_numpy(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy()
+    images = x.ndim == 4
+    fmt = torch.channels_last if images else torch.contiguous_format
+    bf16 = images and _autocast(model, precision)
+    model.to(memory_format=fmt)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = [
+                model(torch.from_numpy(x[i : i + batch_size]).contiguous(memory_format=fmt)).float()
+                for i in range(0, len(x), batch_size)
+            ]
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+    return torch.cat(out).contiguous().numpy()
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
@@ -107,8 +127,10 @@ def fit(
     augment: Augment | None = None,
     target_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     precision: Precision = "auto",
+    schedule: Schedule = "cosine",
 ) -> FitResult:
-    """Train ``model`` in place (AdamW, cosine schedule); keep the best-validation weights.
+    """Train ``model`` in place (AdamW; ``schedule``: a one-cycle learning rate stepped per batch, or a
+    cosine one per epoch); keep the best-validation weights.
 
     ``targets`` (one row per training sample, e.g. a teacher's logits computed once) is
     handed to ``loss_fn`` batch by batch in place of the inputs. ``augment`` changes each
@@ -124,11 +146,18 @@ def fit(
     if loss_fn is None:
         loss_fn = lambda out, y, _: kind.loss(out, y)  # noqa: E731
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     x_val, y_val = splits.x("val"), splits.y("val")
     best, best_state, stale = _score(model, x_val, y_val, kind), copy.deepcopy(model.state_dict()), 0
     result = FitResult(best_val_accuracy=best[0], epochs_run=0)
     x_train = splits.x("train")
+    per_batch = schedule == "onecycle"
+    sched: torch.optim.lr_scheduler.LRScheduler = (
+        torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=lr, total_steps=epochs * -(-len(x_train) // batch_size), pct_start=WARMUP
+        )
+        if per_batch
+        else torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    )
     index = np.arange(len(x_train))  # batches of indices: ``targets`` rows follow the same order
     images = x_train.ndim == 4
     bf16 = images and _autocast(model, precision)
@@ -153,12 +182,22 @@ def fit(
                 loss = loss_fn(out.float(), yb, extra)
                 loss.backward()
                 opt.step()
+                if per_batch:
+                    sched.step()
                 losses.append(loss.item())
-            sched.step()
+            if not per_batch:
+                sched.step()
             model.to(memory_format=torch.contiguous_format)
             score = _score(model, x_val, y_val, kind)
             val_acc = score[0]
-            result.history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_accuracy": val_acc})
+            result.history.append(
+                {
+                    "epoch": epoch,
+                    "loss": float(np.mean(losses)),
+                    "val_accuracy": val_acc,
+                    "lr": opt.param_groups[0]["lr"],
+                }
+            )
             result.epochs_run = epoch + 1
             if score > best:
                 best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
@@ -200,4 +239,5 @@ def finetune(
             loss_fn=loss_fn,
             targets=targets,
             precision=train.precision,
+            schedule=train.schedule,
         )

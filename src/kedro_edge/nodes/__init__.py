@@ -17,7 +17,6 @@ from kedro_edge.nodes.validation import (
     evaluate_models,
     plot_compression,
     plot_robustness_curve,
-    robustness_curve,
     stage_table,
 )
 
@@ -37,7 +36,6 @@ __all__ = [
     "plan_compression",
     "plot_compression",
     "plot_robustness_curve",
-    "robustness_curve",
     "split_dataset",
     "stage_table",
     "technique_node",

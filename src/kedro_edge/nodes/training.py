@@ -110,6 +110,7 @@ def train_teacher(
             seed=cfg.seed,
             description=description,
             precision=cfg.precision,
+            schedule=cfg.schedule,
         )
     return teacher.eval(), source.to_json()
 

@@ -15,7 +15,7 @@ from kedro_edge.compress import quantize, registry
 from kedro_edge.evaluation import gates, plots, robustness, severity
 from kedro_edge.evaluation import report as compare_stages
 from kedro_edge.evaluation import stage as stage_eval
-from kedro_edge.evaluation.records import CompressionMetrics, MetricInfo
+from kedro_edge.evaluation.records import CompressionMetrics
 from kedro_edge.io.fleet import ModelFile
 from kedro_edge.models.sources import TeacherSource
 from kedro_edge.runtimes import onnx_export
@@ -31,9 +31,11 @@ def evaluate_models(
     compression: dict,
     validation: dict,
     *modules: nn.Module,
-) -> dict[str, Any]:
-    """Figures for every stage through ONNX Runtime, and the gate results: a
-    ``CompressionMetrics`` as the JSON ``compression_metrics`` writes.
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Figures for every stage through ONNX Runtime and the gate results (a ``CompressionMetrics``
+    as the JSON ``compression_metrics`` writes), and every stage at each of
+    ``validation.robustness.severities`` (``robustness_curve.json``, ``severity.curve``): one node,
+    so the clean and configured-severity predictions serve both.
 
     ``modules`` are the registered techniques' outputs in recipe order (``compress.registry``);
     the stage table has the teacher, then a row per enabled technique that has one.
@@ -61,7 +63,11 @@ def evaluate_models(
     for finding in warnings:
         log.warning(finding.message)
     results = gates.evaluate_gates(figures, final_stage, cfg.gates, metric.name)
-    return CompressionMetrics(
+    known = {0.0: {name: e.scores for name, e in evaluations.items()}}
+    if robust_x is not None:
+        known[1.0] = {name: e.robust_scores for name, e in evaluations.items()}
+    curve = severity.curve({name: m for name, (m, _) in stages.items()}, splits, cfg, known)
+    record = CompressionMetrics(
         final_stage=final_stage,
         test_n=len(splits.y("test")),
         confidence=cfg.confidence,
@@ -71,8 +77,9 @@ def evaluate_models(
         warnings=warnings,
         gates=results,
         passed=all(r.passed for r in results),
-        metric=MetricInfo(metric.name, metric.higher_is_better, metric.unit, metric.scale),
+        metric=metric.info(),
     ).to_json()
+    return record, curve
 
 
 def _stage_models(
@@ -96,25 +103,6 @@ def _stage_models(
                 module,
             )
     return stages
-
-
-def robustness_curve(
-    teacher: nn.Module,
-    teacher_onnx: onnx.ModelProto,
-    model_onnx: onnx.ModelProto,
-    model_input: dict[str, np.ndarray],
-    compression: dict,
-    validation: dict,
-    *modules: nn.Module,
-) -> dict[str, Any]:
-    """Every stage at each of ``validation.robustness.severities``, paired against the teacher on
-    the same perturbed images (``robustness_curve.json``); the gate keeps the configured one."""
-    comp = config.parse(config.CompressionParams, compression, "compression")
-    cfg = config.parse(config.ValidationParams, validation, "validation")
-    splits = data.Splits(model_input)
-    cfg.scorer.check_task(splits.task)
-    stages = _stage_models(teacher, teacher_onnx, model_onnx, comp, splits, modules)
-    return severity.curve({name: m for name, (m, _) in stages.items()}, splits, cfg)
 
 
 def plot_robustness_curve(record: dict) -> Figure:

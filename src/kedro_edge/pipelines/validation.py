@@ -24,14 +24,8 @@ def create_validation_pipeline(**kwargs) -> Pipeline:
             node(
                 nodes.evaluate_models,
                 stages,
-                "compression_metrics",
+                ["compression_metrics", "robustness_curve"],
                 name="evaluate_models",
-            ),
-            node(
-                nodes.robustness_curve,
-                stages,
-                "robustness_curve",
-                name="robustness_curve",
             ),
             node(
                 nodes.plot_robustness_curve,

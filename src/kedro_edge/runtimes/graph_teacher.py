@@ -52,7 +52,8 @@ class OnnxTeacher(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._session is None:
             self._session = ort.InferenceSession(self.model_bytes, providers=["CPUExecutionProvider"])
-        out = self._session.run(None, {INPUT: x.detach().cpu().numpy().astype(np.float32)})[0]
+        feed = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)  # channels-last batches too
+        out = self._session.run(None, {INPUT: feed})[0]
         return torch.from_numpy(out)
 
     def __getstate__(self) -> dict[str, Any]:

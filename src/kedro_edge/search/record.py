@@ -6,14 +6,18 @@ the test split, paired against the teacher on the same images, with its interval
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
 from kedro_edge.search import trial as cand
 from kedro_edge.search.study import Context, feasible, finished, load_graph
 from kedro_edge.search.target import sha256
+
+if TYPE_CHECKING:
+    from kedro_edge.evaluation.metrics import Metric
 
 
 def trial_entry(t: FrozenTrial, budget: float) -> dict[str, Any]:
@@ -55,8 +59,8 @@ def choose(ctx: Context, trials: list[FrozenTrial], confidence: float = 0.95) ->
         "val_drop_points": chosen.user_attrs["val_drop_points"],
         "latency": dict(confirmed, timed="the trial's INT8 model after fine-tuning"),
         "test": {
-            "accuracy": _interval(metric.interval(chosen_test, confidence), len(chosen_test)),
-            "teacher_accuracy": _interval(metric.interval(teacher_test, confidence), len(teacher_test)),
+            "accuracy": _interval(metric, chosen_test, confidence),
+            "teacher_accuracy": _interval(metric, teacher_test, confidence),
             "vs_teacher": test.to_dict(),
             "summary": test.describe(),
         },
@@ -64,9 +68,15 @@ def choose(ctx: Context, trials: list[FrozenTrial], confidence: float = 0.95) ->
     }
 
 
-def _interval(estimate: tuple[float, float, float], n: int) -> dict[str, float]:
-    mean, low, high = estimate
-    return {"n": n, "accuracy": mean, "ci_low": low, "ci_high": high}
+def _interval(metric: Metric, scores: np.ndarray, confidence: float) -> dict[str, float]:
+    """The metric's mean over ``scores`` with its interval: the keys a top-1 record always had
+    (``n``, ``correct``, ``accuracy``, ``ci_low``, ``ci_high``, ``confidence``); ``correct`` only
+    where scores are 0/1."""
+    mean, low, high = metric.interval(scores, confidence)
+    out = {"n": len(scores), "accuracy": mean, "ci_low": low, "ci_high": high, "confidence": confidence}
+    if metric.binary:
+        out["correct"] = int(scores.sum())
+    return out
 
 
 def build(ctx: Context, study: Any, run: dict[str, Any], study_name: str) -> dict[str, Any]:
