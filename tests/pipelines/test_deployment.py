@@ -80,7 +80,10 @@ def test_a_failed_wave_rolls_the_release_back_and_fails_the_run(project, fleet):
     assert new.returncode == 0, new.stderr[-2000:]
     fleet.stop_device("dev2")
     try:
-        result = kedro(project, "run", "--pipelines", "deployment")
+        # the canary's timing gate is not what this test is about: a ~50-us loopback model's p50 moved
+        # 40% between runs on a busy CI machine once; the gate still runs (release.md's row below)
+        tolerant = "deployment.regression.tolerance=3.0"
+        result = kedro(project, "run", "--pipelines", "deployment", "--params", tolerant)
         devices = kedro(project, "edge", "devices")
     finally:
         fleet.start_device("dev2")
